@@ -1,0 +1,77 @@
+# Courier position platform: the two commands a newcomer needs are
+#   make demo   the ingestion path end to end on one machine (no AWS, no Docker)
+#   make test   every test; installs the tools it needs (idempotent)
+# Everything else here is a building block of those two, or a benchmark.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+CARGO ?= cargo
+TOOLS := .tools
+TEST_VENV := $(TOOLS)/test-venv
+
+.PHONY: help demo test tools build lint fmt test-rust test-demo test-browser test-airflow test-infra bench-ingest bench-compactor clean
+
+help:
+	@echo "make demo          run the ingestion path end to end on the embedded local stream"
+	@echo "make test          lint, then every test (Rust, Kinesis via moto_server, Terraform checks)"
+	@echo "make bench-ingest  ingestion benchmark (release build; numbers go in docs/performance.md)"
+	@echo "make bench-compactor  compactor benchmark (release build)"
+	@echo "make tools         install the Python test tools into $(TOOLS)/"
+	@echo "make fmt           format the Rust code"
+
+demo:
+	scripts/demo.sh
+
+# Python tools for the tests: moto_server (a real Kinesis and S3 API server), hadolint.
+tools: $(TEST_VENV)/.requirements.stamp
+$(TEST_VENV)/.requirements.stamp: tests/requirements-tools.txt scripts/ensure-venv.sh
+	scripts/ensure-venv.sh $(TEST_VENV) tests/requirements-tools.txt
+
+build:
+	$(CARGO) build --locked --workspace --all-targets
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+test-rust: tools
+	MOTO_SERVER=$(CURDIR)/$(TEST_VENV)/bin/moto_server $(CARGO) test --locked --workspace --lib --bins --tests
+	$(CARGO) test --locked --workspace --doc
+
+# make demo itself, shortened, on a free port and in a temporary directory.
+test-demo: test-rust
+	demo_dir=$$(mktemp -d) && trap 'rm -rf "$$demo_dir"' EXIT && \
+	DEMO_DIR="$$demo_dir" DEMO_SECONDS=5 DEMO_COURIERS=20 DEMO_SKIP_BUILD=1 \
+	DEMO_PORT=$$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])') \
+	scripts/demo.sh
+
+# The live map (GET /map) in headless Chromium; installs chromium,
+# chromium-driver and .tools/e2e-venv when missing.
+test-browser: test-rust
+	SKIP_BUILD=1 scripts/test-browser.sh
+
+# The Airflow DAGs: DagBag integrity, SQL (sqlglot, PostgreSQL), dag.test() end
+# to end in local mode against PostgreSQL (started when it is not up).
+test-airflow: test-rust
+	scripts/test-airflow.sh
+
+test-infra: tools
+	scripts/check-terraform.sh
+	$(TEST_VENV)/bin/hadolint services/*/Dockerfile
+	@echo "hadolint: Dockerfiles clean"
+
+test: lint test-rust test-demo test-browser test-airflow test-infra
+	@echo "make test: all checks passed"
+
+bench-ingest:
+	$(CARGO) bench --locked -p ingest-api --bench ingest_load
+
+bench-compactor:
+	$(CARGO) bench --locked -p compactor --bench compactor_load
+
+clean:
+	$(CARGO) clean
+	rm -rf $(TOOLS) demo-data

@@ -1,0 +1,465 @@
+//! The Avro schema of a position and the stream record format.
+//!
+//! One stream record (a Kinesis record, or a record of the local stream) is a
+//! complete, self-contained Avro object container file holding one block of
+//! positions, so any standard Avro reader decodes it. The writer schema in the
+//! header is `schema/courier_position.avsc` without its `doc` attributes.
+//!
+//! Encoding is on the ingestion hot path, so datums are written by hand here
+//! (the schema is fixed); tests check every byte against the `apache-avro`
+//! reader. Decoding uses `apache-avro`, with schema resolution, so data written
+//! with an older schema version is read by the current reader.
+
+use std::io::Write as _;
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use apache_avro::Schema;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use crate::position::{FieldError, Position, TimeRules, UncheckedPosition};
+
+/// The current schema (version 2), as committed in `schema/courier_position.avsc`.
+pub const SCHEMA_JSON: &str = include_str!("../schema/courier_position.avsc");
+
+/// Schema version 1, kept so tests prove the current reader reads old data.
+pub const SCHEMA_V1_JSON: &str = include_str!("../schema/courier_position.v1.avsc");
+
+static SCHEMA: LazyLock<Schema> = LazyLock::new(|| {
+    // The schema is compiled into the binary and covered by tests; a failure
+    // here is a build defect, not an input error.
+    Schema::parse_str(SCHEMA_JSON).expect("schema/courier_position.avsc is a valid Avro schema")
+});
+
+static WRITER_SCHEMA_JSON: LazyLock<String> = LazyLock::new(|| {
+    let mut value: serde_json::Value =
+        serde_json::from_str(SCHEMA_JSON).expect("schema/courier_position.avsc is valid JSON");
+    strip_docs(&mut value);
+    value.to_string()
+});
+
+fn strip_docs(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.remove("doc");
+            map.values_mut().for_each(strip_docs);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_docs),
+        _ => {}
+    }
+}
+
+/// The parsed current schema.
+pub fn schema() -> &'static Schema {
+    &SCHEMA
+}
+
+/// The schema written into every record header: the current schema, compact,
+/// without `doc` attributes (they would cost bytes in every record).
+pub fn writer_schema_json() -> &'static str {
+    &WRITER_SCHEMA_JSON
+}
+
+/// Errors of decoding a stream record.
+#[derive(Debug, thiserror::Error)]
+pub enum AvroError {
+    /// The record is not a readable Avro object container file.
+    #[error("record is not a readable Avro container: {0}")]
+    Container(#[source] Box<apache_avro::Error>),
+    /// A datum could not be read or mapped to a position.
+    #[error("datum {index} cannot be decoded: {source}")]
+    Datum {
+        /// Position of the datum inside the record.
+        index: usize,
+        /// What went wrong.
+        #[source]
+        source: Box<apache_avro::Error>,
+    },
+}
+
+/// The block compression codec of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// No compression.
+    Null,
+    /// Snappy, with the CRC32 trailer the Avro specification requires.
+    Snappy,
+    /// Zstandard, level 1 (fast; the size is within a few percent of level 3).
+    #[default]
+    Zstandard,
+}
+
+impl Codec {
+    /// The name written into the `avro.codec` header.
+    pub fn avro_name(self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::Snappy => "snappy",
+            Self::Zstandard => "zstandard",
+        }
+    }
+}
+
+impl FromStr for Codec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "null" | "none" => Ok(Self::Null),
+            "snappy" => Ok(Self::Snappy),
+            "zstandard" | "zstd" => Ok(Self::Zstandard),
+            other => Err(format!(
+                "unknown codec {other:?}: use null, snappy or zstandard"
+            )),
+        }
+    }
+}
+
+// --- datum encoding -------------------------------------------------------
+
+#[inline]
+fn put_long(out: &mut Vec<u8>, value: i64) {
+    let mut z = ((value << 1) ^ (value >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+#[inline]
+fn put_str(out: &mut Vec<u8>, value: &str) {
+    put_long(out, value.len() as i64);
+    out.extend_from_slice(value.as_bytes());
+}
+
+#[inline]
+fn put_double(out: &mut Vec<u8>, value: f64) {
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+#[inline]
+fn put_opt_double(out: &mut Vec<u8>, value: Option<f64>) {
+    match value {
+        None => out.push(0),
+        Some(v) => {
+            out.push(2); // union branch 1, zigzag encoded
+            put_double(out, v);
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch.
+pub fn to_micros(ts: DateTime<Utc>) -> i64 {
+    ts.timestamp_micros()
+}
+
+/// Appends the Avro binary encoding of one position (current schema) to `out`.
+pub fn encode_datum(p: &Position, out: &mut Vec<u8>) {
+    let mut uuid = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let event_id = p.event_id.as_uuid().hyphenated().encode_lower(&mut uuid);
+    put_str(out, event_id);
+    put_str(out, p.courier_id.as_str());
+    put_double(out, p.lat.get());
+    put_double(out, p.lon.get());
+    put_long(out, to_micros(p.recorded_at));
+    put_long(out, to_micros(p.received_at));
+    put_opt_double(out, p.accuracy_m.map(|v| v.get()));
+    put_opt_double(out, p.speed_mps.map(|v| v.get()));
+    put_opt_double(out, p.heading_deg.map(|v| v.get()));
+    match &p.order_id {
+        None => out.push(0),
+        Some(order) => {
+            out.push(2);
+            put_str(out, order.as_str());
+        }
+    }
+}
+
+// --- container (record) encoding -----------------------------------------
+
+/// Writes Avro object container files of one block each: the stream record
+/// format. The header (magic, schema, codec, sync marker) is computed once.
+#[derive(Debug, Clone)]
+pub struct RecordEncoder {
+    codec: Codec,
+    header: Vec<u8>,
+    sync: [u8; 16],
+    scratch: Vec<u8>,
+}
+
+impl RecordEncoder {
+    /// An encoder for `codec` with a random sync marker.
+    pub fn new(codec: Codec) -> Self {
+        let sync: [u8; 16] = rand::random();
+        let mut header = Vec::with_capacity(1024);
+        header.extend_from_slice(b"Obj\x01");
+        put_long(&mut header, 2); // metadata map: one block of two entries
+        put_str(&mut header, "avro.schema");
+        put_str(&mut header, writer_schema_json());
+        put_str(&mut header, "avro.codec");
+        put_str(&mut header, codec.avro_name());
+        put_long(&mut header, 0); // end of map
+        header.extend_from_slice(&sync);
+        Self {
+            codec,
+            header,
+            sync,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The codec.
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// Bytes the header adds to every record.
+    pub fn header_len(&self) -> usize {
+        self.header.len()
+    }
+
+    /// Builds one record from `count` concatenated datums.
+    pub fn encode(&mut self, datums: &[u8], count: usize) -> Vec<u8> {
+        self.scratch.clear();
+        let payload: &[u8] = match self.codec {
+            Codec::Null => datums,
+            Codec::Snappy => {
+                let max = snap::raw::max_compress_len(datums.len());
+                self.scratch.resize(max + 4, 0);
+                let n = snap::raw::Encoder::new()
+                    .compress(datums, &mut self.scratch)
+                    .unwrap_or_else(|_| unreachable!("buffer sized by max_compress_len"));
+                let crc = crc32fast::hash(datums);
+                self.scratch.truncate(n);
+                self.scratch.extend_from_slice(&crc.to_be_bytes());
+                &self.scratch
+            }
+            Codec::Zstandard => {
+                // Writing into a Vec cannot fail.
+                let mut encoder = zstd::stream::Encoder::new(&mut self.scratch, 1)
+                    .unwrap_or_else(|e| unreachable!("zstd encoder: {e}"));
+                encoder
+                    .write_all(datums)
+                    .and_then(|_| encoder.finish().map(|_| ()))
+                    .unwrap_or_else(|e| unreachable!("zstd into a Vec: {e}"));
+                &self.scratch
+            }
+        };
+        let mut out = Vec::with_capacity(self.header.len() + payload.len() + 40);
+        out.extend_from_slice(&self.header);
+        put_long(&mut out, count as i64);
+        put_long(&mut out, payload.len() as i64);
+        out.extend_from_slice(payload);
+        out.extend_from_slice(&self.sync);
+        out
+    }
+}
+
+// --- decoding ------------------------------------------------------------
+
+/// A position as stored in Avro, before validation.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename = "CourierPosition")]
+pub struct AvroPosition {
+    /// UUID text.
+    pub event_id: String,
+    /// Courier id.
+    pub courier_id: String,
+    /// Latitude.
+    pub lat: f64,
+    /// Longitude.
+    pub lon: f64,
+    /// Microseconds since the epoch.
+    pub recorded_at: i64,
+    /// Microseconds since the epoch.
+    pub received_at: i64,
+    /// Optional accuracy.
+    pub accuracy_m: Option<f64>,
+    /// Optional speed.
+    pub speed_mps: Option<f64>,
+    /// Optional heading.
+    pub heading_deg: Option<f64>,
+    /// Optional order (schema version 2).
+    #[serde(default)]
+    pub order_id: Option<String>,
+}
+
+impl AvroPosition {
+    /// Validates the stored position with the same rules the ingestion
+    /// service applies (the `recorded_at` window measured from `received_at`).
+    pub fn validate(&self, rules: &TimeRules) -> Result<Position, Vec<FieldError>> {
+        let received_at = DateTime::from_timestamp_micros(self.received_at).ok_or_else(|| {
+            vec![FieldError::new(
+                "received_at",
+                "is out of the representable range",
+            )]
+        })?;
+        let recorded_at = DateTime::from_timestamp_micros(self.recorded_at).ok_or_else(|| {
+            vec![FieldError::new(
+                "recorded_at",
+                "is out of the representable range",
+            )]
+        })?;
+        let unchecked = UncheckedPosition {
+            event_id: Some(&self.event_id),
+            courier_id: Some(&self.courier_id),
+            lat: Some(self.lat),
+            lon: Some(self.lon),
+            recorded_at: Some(recorded_at),
+            accuracy_m: self.accuracy_m,
+            speed_mps: self.speed_mps,
+            heading_deg: self.heading_deg,
+            order_id: self.order_id.as_deref(),
+        };
+        Position::try_new(&unchecked, received_at, rules)
+    }
+}
+
+/// Decodes every datum of one stream record, resolving the writer schema
+/// against the current schema. A broken container fails as a whole; a datum
+/// that cannot be mapped fails alone.
+pub fn decode_record(record: &[u8]) -> Result<Vec<Result<AvroPosition, AvroError>>, AvroError> {
+    let reader = apache_avro::Reader::builder(record)
+        .reader_schema(schema())
+        .build()
+        .map_err(|e| AvroError::Container(Box::new(e)))?;
+    Ok(reader
+        .enumerate()
+        .map(|(index, value)| {
+            value
+                .and_then(|v| apache_avro::from_value::<AvroPosition>(&v))
+                .map_err(|source| AvroError::Datum {
+                    index,
+                    source: Box::new(source),
+                })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::position::UncheckedPosition;
+    use apache_avro::types::Value;
+    use chrono::TimeDelta;
+
+    fn sample(i: usize, full: bool) -> Position {
+        let now = DateTime::from_timestamp_micros(1_795_000_000_123_456).unwrap_or_default();
+        let courier = format!("courier-{i}");
+        let order = format!("order-{i}");
+        let input = UncheckedPosition {
+            event_id: None,
+            courier_id: Some(&courier),
+            lat: Some(-23.5 + i as f64 * 1e-4),
+            lon: Some(-46.6 - i as f64 * 1e-4),
+            recorded_at: Some(now - TimeDelta::milliseconds(1500)),
+            accuracy_m: full.then_some(4.5),
+            speed_mps: full.then_some(8.25),
+            heading_deg: full.then_some(359.5),
+            order_id: full.then_some(order.as_str()),
+        };
+        Position::try_new(&input, now, &TimeRules::default()).expect("valid sample")
+    }
+
+    fn roundtrip(codec: Codec) {
+        let positions: Vec<_> = (0..50).map(|i| sample(i, i % 2 == 0)).collect();
+        let mut datums = Vec::new();
+        for p in &positions {
+            encode_datum(p, &mut datums);
+        }
+        let record = RecordEncoder::new(codec).encode(&datums, positions.len());
+        let decoded: Vec<_> = decode_record(&record)
+            .expect("container")
+            .into_iter()
+            .map(|d| {
+                d.expect("datum")
+                    .validate(&TimeRules::default())
+                    .expect("valid")
+            })
+            .collect();
+        assert_eq!(decoded, positions);
+    }
+
+    #[test]
+    fn records_round_trip_with_every_codec() {
+        roundtrip(Codec::Null);
+        roundtrip(Codec::Snappy);
+        roundtrip(Codec::Zstandard);
+    }
+
+    #[test]
+    fn a_standard_reader_sees_the_logical_types() {
+        let mut datums = Vec::new();
+        let p = sample(1, true);
+        encode_datum(&p, &mut datums);
+        let record = RecordEncoder::new(Codec::Zstandard).encode(&datums, 1);
+        let reader = apache_avro::Reader::new(&record[..]).expect("header");
+        assert_eq!(reader.writer_schema(), schema());
+        let values: Vec<_> = reader.map(|v| v.expect("datum")).collect();
+        let Value::Record(fields) = &values[0] else {
+            panic!("not a record: {:?}", values[0]);
+        };
+        assert_eq!(fields[0].1, Value::Uuid(*p.event_id.as_uuid()));
+        assert_eq!(
+            fields[4].1,
+            Value::TimestampMicros(p.recorded_at.timestamp_micros())
+        );
+    }
+
+    #[test]
+    fn data_written_with_schema_v1_is_read_by_the_current_reader() {
+        let v1 = Schema::parse_str(SCHEMA_V1_JSON).expect("v1 schema");
+        let mut writer = apache_avro::Writer::new(&v1, Vec::new()).expect("writer");
+        let mut record = apache_avro::types::Record::new(&v1).expect("record");
+        record.put("event_id", Value::Uuid(uuid::Uuid::now_v7()));
+        record.put("courier_id", "courier-v1");
+        record.put("lat", 1.5);
+        record.put("lon", 2.5);
+        record.put("recorded_at", Value::TimestampMicros(1_795_000_000_000_000));
+        record.put("received_at", Value::TimestampMicros(1_795_000_001_000_000));
+        record.put("accuracy_m", Value::Union(1, Box::new(Value::Double(3.0))));
+        record.put("speed_mps", Value::Union(0, Box::new(Value::Null)));
+        record.put("heading_deg", Value::Union(0, Box::new(Value::Null)));
+        writer.append_value(record).expect("append");
+        let bytes = writer.into_inner().expect("flush");
+
+        let decoded = decode_record(&bytes).expect("container");
+        let position = decoded[0].as_ref().expect("datum");
+        assert_eq!(position.courier_id, "courier-v1");
+        assert_eq!(position.order_id, None);
+        assert_eq!(position.accuracy_m, Some(3.0));
+    }
+
+    #[test]
+    fn the_writer_schema_drops_docs_only() {
+        let compact = Schema::parse_str(writer_schema_json()).expect("compact schema parses");
+        assert_eq!(&compact, schema());
+        assert!(!writer_schema_json().contains("\"doc\""));
+    }
+
+    #[test]
+    fn a_broken_record_is_a_container_error() {
+        assert!(matches!(
+            decode_record(b"not avro at all"),
+            Err(AvroError::Container(_))
+        ));
+    }
+
+    #[test]
+    fn longs_use_zigzag_varints() {
+        for (value, bytes) in [
+            (0i64, vec![0u8]),
+            (-1, vec![1]),
+            (1, vec![2]),
+            (-64, vec![0x7f]),
+            (64, vec![0x80, 0x01]),
+        ] {
+            let mut out = Vec::new();
+            put_long(&mut out, value);
+            assert_eq!(out, bytes, "{value}");
+        }
+    }
+}

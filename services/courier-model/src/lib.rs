@@ -1,0 +1,34 @@
+//! The shared model of the courier position platform.
+//!
+//! - [`position`]: the courier position and its domain types, parsed once at
+//!   the edge (`CourierId`, `Latitude`, ...), with every validation rule.
+//! - [`avro`]: the Avro schema (`schema/courier_position.avsc`), the datum
+//!   encoder and the stream record format (one Avro object container file per
+//!   record), and the decoder with schema resolution.
+//! - [`stream`]: the stream abstraction and its two implementations, Amazon
+//!   Kinesis and the local file-backed stream.
+//!
+//! ```
+//! use courier_model::avro::{Codec, RecordEncoder, decode_record, encode_datum};
+//! use courier_model::position::{Position, TimeRules, UncheckedPosition};
+//!
+//! let now = chrono::Utc::now();
+//! let input = UncheckedPosition {
+//!     courier_id: Some("courier-7"),
+//!     lat: Some(-23.56),
+//!     lon: Some(-46.65),
+//!     recorded_at: Some(now),
+//!     ..Default::default()
+//! };
+//! let position = Position::try_new(&input, now, &TimeRules::default()).unwrap();
+//! let mut datums = Vec::new();
+//! encode_datum(&position, &mut datums);
+//! let record = RecordEncoder::new(Codec::Zstandard).encode(&datums, 1);
+//! let decoded = decode_record(&record).unwrap();
+//! assert_eq!(decoded[0].as_ref().unwrap().courier_id, "courier-7");
+//! ```
+#![warn(missing_docs)]
+
+pub mod avro;
+pub mod position;
+pub mod stream;
