@@ -1,0 +1,35 @@
+use clap::Parser;
+use ingest_api::config::{Cli, Command, KeysCommand};
+use ingest_api::{Application, telemetry};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keys(KeysCommand::Create { name, rps }) => {
+            ingest_api::auth::create_key(&name, rps).map(|(token, line)| {
+                println!("token: {token}");
+                println!("line:  {line}");
+                eprintln!("Give the token to the client; append the line to the API keys file. The token is not stored anywhere.");
+            }).map_err(anyhow::Error::from)
+        }
+        Command::StreamStats {
+            data_dir,
+            stream_name,
+        } => ingest_api::inspect::local_stream_stats(&data_dir, &stream_name)
+            .map(|stats| println!("{}", serde_json::to_string_pretty(&stats).unwrap_or_default()))
+            .map_err(anyhow::Error::from),
+        Command::Serve(args) => args.settings().map_err(anyhow::Error::from).and_then(|settings| {
+            telemetry::init(settings.log_format);
+            actix_web::rt::System::new().block_on(async move {
+                Application::build(settings).await?.run_until_stopped().await
+            })
+        }),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ingest-api: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

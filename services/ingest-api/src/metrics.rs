@@ -1,0 +1,253 @@
+//! Prometheus metrics. Each one is described in `docs/operations.md`.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric of the service, registered in its own registry.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests by route and status.
+    pub http_requests: IntCounterVec,
+    /// HTTP request latency by route.
+    pub http_duration: HistogramVec,
+    /// Positions accepted (durable in the stream).
+    pub positions_accepted: IntCounter,
+    /// Positions rejected by validation, by first failing field.
+    pub positions_rejected: IntCounterVec,
+    /// Requests refused before any work, by reason.
+    pub refused: IntCounterVec,
+    /// Stream records built by the batchers.
+    pub records_built: IntCounter,
+    /// Positions per stream record.
+    pub record_positions: Histogram,
+    /// Bytes per stream record (after compression).
+    pub record_bytes: Histogram,
+    /// PutRecords calls by result (`ok`, `partial`, `error`).
+    pub put_calls: IntCounterVec,
+    /// PutRecords latency.
+    pub put_duration: Histogram,
+    /// Records written.
+    pub records_written: IntCounter,
+    /// Bytes written.
+    pub bytes_written: IntCounter,
+    /// Record entries that failed and were retried.
+    pub records_retried: IntCounter,
+    /// Record entries refused for throughput (ProvisionedThroughputExceeded).
+    pub records_throttled: IntCounter,
+    /// Records given up at their deadline (their requests got 503).
+    pub records_failed: IntCounter,
+    /// Writer actor restarts.
+    pub writer_restarts: IntCounter,
+    /// Positions accepted but not yet durable.
+    pub inflight_positions: IntGauge,
+    /// Bytes accepted but not yet durable.
+    pub inflight_bytes: IntGauge,
+    /// 1 when the stream answered the last health check.
+    pub stream_up: IntGauge,
+    /// Open shards in the routing table.
+    pub shards: IntGauge,
+    /// Couriers in the latest-position tracker.
+    pub tracked_couriers: IntGauge,
+    /// Viewers connected to `GET /v1/positions/stream`.
+    pub stream_viewers: IntGauge,
+    /// Live events skipped for viewers that lagged behind.
+    pub stream_events_dropped: IntCounter,
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    registry
+        .register(Box::new(c.clone()))
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    c
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    registry
+        .register(Box::new(c.clone()))
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    registry
+        .register(Box::new(g.clone()))
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    g
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    registry
+        .register(Box::new(h.clone()))
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    h
+}
+
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Metrics {
+    /// A fresh registry with every metric (names are static: cannot fail).
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "ingest_http_request_duration_seconds",
+                "HTTP request latency, by route.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["route"],
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        r.register(Box::new(http_duration.clone()))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        Self {
+            http_requests: counter_vec(
+                &r,
+                "ingest_http_requests_total",
+                "HTTP requests, by route and status code.",
+                &["route", "status"],
+            ),
+            http_duration,
+            positions_accepted: counter(
+                &r,
+                "ingest_positions_accepted_total",
+                "Positions acknowledged with 202 (durable in the stream).",
+            ),
+            positions_rejected: counter_vec(
+                &r,
+                "ingest_positions_rejected_total",
+                "Positions rejected by validation, by the first failing field.",
+                &["field"],
+            ),
+            refused: counter_vec(
+                &r,
+                "ingest_requests_refused_total",
+                "Requests refused before their positions reached the stream, by reason.",
+                &["reason"],
+            ),
+            records_built: counter(
+                &r,
+                "ingest_records_built_total",
+                "Stream records (Avro container files) built by the batchers.",
+            ),
+            record_positions: histogram(
+                &r,
+                "ingest_record_positions",
+                "Positions per stream record.",
+                vec![
+                    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+                ],
+            ),
+            record_bytes: histogram(
+                &r,
+                "ingest_record_bytes",
+                "Bytes per stream record, after compression.",
+                vec![
+                    256.0, 1024.0, 4096.0, 16384.0, 25600.0, 65536.0, 262144.0, 524288.0, 1048576.0,
+                ],
+            ),
+            put_calls: counter_vec(
+                &r,
+                "ingest_sink_put_calls_total",
+                "PutRecords calls, by result: ok, partial (some entries failed), error (the call failed).",
+                &["result"],
+            ),
+            put_duration: histogram(
+                &r,
+                "ingest_sink_put_duration_seconds",
+                "PutRecords call latency (local stream: append and fsync).",
+                LATENCY_BUCKETS.to_vec(),
+            ),
+            records_written: counter(
+                &r,
+                "ingest_sink_records_written_total",
+                "Stream records written.",
+            ),
+            bytes_written: counter(
+                &r,
+                "ingest_sink_bytes_written_total",
+                "Stream record bytes written.",
+            ),
+            records_retried: counter(
+                &r,
+                "ingest_sink_records_retried_total",
+                "Stream record puts retried after a failed entry or call.",
+            ),
+            records_throttled: counter(
+                &r,
+                "ingest_sink_records_throttled_total",
+                "Stream record entries refused with ProvisionedThroughputExceededException.",
+            ),
+            records_failed: counter(
+                &r,
+                "ingest_sink_records_failed_total",
+                "Stream records given up at their deadline; their requests were answered 503.",
+            ),
+            writer_restarts: counter(
+                &r,
+                "ingest_writer_restarts_total",
+                "Writer actor restarts by the supervisor after a sink failure.",
+            ),
+            inflight_positions: gauge(
+                &r,
+                "ingest_inflight_positions",
+                "Positions accepted for writing and not yet durable.",
+            ),
+            inflight_bytes: gauge(
+                &r,
+                "ingest_inflight_bytes",
+                "Encoded bytes accepted for writing and not yet durable.",
+            ),
+            stream_up: gauge(
+                &r,
+                "ingest_stream_up",
+                "1 when the stream passed its last health check, else 0.",
+            ),
+            shards: gauge(
+                &r,
+                "ingest_stream_shards",
+                "Open shards in the routing table.",
+            ),
+            tracked_couriers: gauge(
+                &r,
+                "ingest_tracked_couriers",
+                "Couriers whose latest position is held by the tracker.",
+            ),
+            stream_viewers: gauge(
+                &r,
+                "ingest_stream_viewers",
+                "Viewers connected to the live position stream (GET /v1/positions/stream).",
+            ),
+            stream_events_dropped: counter(
+                &r,
+                "ingest_stream_events_dropped_total",
+                "Live stream events skipped for viewers that fell more than stream_buffer events behind.",
+            ),
+            registry: r,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

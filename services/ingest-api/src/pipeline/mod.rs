@@ -1,0 +1,403 @@
+//! The write pipeline: HTTP workers → batcher actors (one per open shard) →
+//! writer actors (own the sink) → the stream; and the latest-position
+//! tracker actors.
+//!
+//! ```text
+//! HTTP workers (every core): parse, validate, Avro-encode, route by MD5(courier_id)
+//!      │ Append (bytes of one request for one shard, Ack, Permit)
+//!      ▼
+//! Batcher per shard (arbiter threads): concatenate, flush at size/count/linger
+//!      │ WriteRecord (one Avro container file, explicit hash key of the shard)
+//!      ▼
+//! Writer × N (supervised): PutRecords ≤ 500 records / 5 MiB, retry failed entries
+//!      ▼
+//! Kinesis or the local stream ──► Ack completes ──► 202
+//! ```
+
+pub mod ack;
+pub mod batcher;
+pub mod budget;
+pub mod tracker;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_rt::{Arbiter, ArbiterHandle};
+use arc_swap::ArcSwapOption;
+use courier_model::avro::{Codec, RecordEncoder, encode_datum};
+use courier_model::position::Position;
+use courier_model::stream::{ShardMap, StreamError, StreamSink, partition_hash};
+
+use self::ack::{Ack, WriteError};
+use self::batcher::{Append, BatchLimits, Batcher, FlushNow, Retire};
+use self::budget::Budget;
+use self::tracker::{Latest, Observe, Tracker};
+use self::writer::{RetryPolicy, SinkHealth, Writer};
+use crate::live::LiveFeed;
+use crate::metrics::Metrics;
+
+/// Why positions could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The shard map is not known yet (the stream was never reached).
+    #[error("the stream has not been reached yet")]
+    NotReady,
+    /// The in-flight budget is exhausted.
+    #[error("too many positions waiting to be written")]
+    Overloaded,
+    /// The write failed or timed out.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// The service is shutting down.
+    #[error("the service is shutting down")]
+    ShuttingDown,
+}
+
+/// Settings of the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Record limits.
+    pub limits: BatchLimits,
+    /// Record compression.
+    pub codec: Codec,
+    /// Writer actors.
+    pub writers: usize,
+    /// Concurrent calls per writer.
+    pub writer_concurrency: usize,
+    /// Retry backoff.
+    pub retry: RetryPolicy,
+    /// Request deadline.
+    pub write_timeout: Duration,
+    /// In-flight limits.
+    pub max_inflight_positions: usize,
+    /// In-flight limits.
+    pub max_inflight_bytes: usize,
+    /// Tracker shards.
+    pub tracker_shards: usize,
+    /// Tracker TTL.
+    pub tracker_ttl: Duration,
+    /// Actor threads (0: one per CPU).
+    pub actor_threads: usize,
+    /// Live feed events kept for a slow viewer.
+    pub stream_buffer: usize,
+}
+
+/// The shard map and the batcher of each shard.
+pub struct RoutingTable {
+    map: ShardMap,
+    batchers: Vec<Addr<Batcher>>,
+}
+
+/// The running pipeline.
+pub struct Pipeline {
+    sink: Arc<dyn StreamSink>,
+    table: ArcSwapOption<RoutingTable>,
+    arbiters: Vec<Arbiter>,
+    writers: Vec<Addr<Writer>>,
+    trackers: Vec<Addr<Tracker>>,
+    live: LiveFeed,
+    options: PipelineOptions,
+    metrics: Metrics,
+    health: Arc<SinkHealth>,
+    budget: Arc<Budget>,
+    next_arbiter: AtomicUsize,
+    shutting_down: std::sync::atomic::AtomicBool,
+    refresh_lock: tokio::sync::Mutex<()>,
+}
+
+/// Datums of one request for one shard.
+struct Group {
+    datums: Vec<u8>,
+    ends: Vec<u32>,
+    first_key: String,
+}
+
+impl Pipeline {
+    /// Starts the actor threads, writers and trackers. Batchers start when
+    /// the shard map is first known ([`Pipeline::refresh`]).
+    pub fn start(
+        sink: Arc<dyn StreamSink>,
+        options: PipelineOptions,
+        metrics: Metrics,
+    ) -> Arc<Self> {
+        let threads = match options.actor_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
+        let health = Arc::new(SinkHealth::default());
+        let writers = (0..options.writers)
+            .map(|i| {
+                let writer = Writer::new(
+                    Arc::clone(&sink),
+                    options.writer_concurrency,
+                    options.retry,
+                    metrics.clone(),
+                    Arc::clone(&health),
+                );
+                Supervisor::start_in_arbiter(&arbiters[i % threads].handle(), |_| writer)
+            })
+            .collect();
+        let trackers = (0..options.tracker_shards)
+            .map(|i| {
+                let tracker = Tracker::new(options.tracker_ttl, metrics.clone());
+                Tracker::start_in_arbiter(&arbiters[(i + 1) % threads].handle(), |_| tracker)
+            })
+            .collect();
+        let budget = Budget::new(
+            options.max_inflight_positions,
+            options.max_inflight_bytes,
+            metrics.clone(),
+        );
+        let live = LiveFeed::new(options.stream_buffer, metrics.clone());
+        Arc::new(Self {
+            sink,
+            table: ArcSwapOption::empty(),
+            arbiters,
+            writers,
+            trackers,
+            live,
+            options,
+            metrics,
+            health,
+            budget,
+            next_arbiter: AtomicUsize::new(0),
+            shutting_down: false.into(),
+            refresh_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn arbiter(&self) -> ArbiterHandle {
+        let i = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
+        self.arbiters[i].handle()
+    }
+
+    /// The sink's kind (`local` or `kinesis`).
+    pub fn sink_kind(&self) -> &'static str {
+        self.sink.kind()
+    }
+
+    /// Stream health as the writers and the last probe see it.
+    pub fn health(&self) -> &SinkHealth {
+        &self.health
+    }
+
+    /// The in-flight budget.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Whether routing is possible (the shard map is known).
+    pub fn has_routes(&self) -> bool {
+        self.table.load().is_some()
+    }
+
+    /// Probes the stream's health and, when `with_map`, reloads the shard
+    /// map, starting batchers for new shards and retiring closed ones.
+    pub async fn refresh(&self, with_map: bool) -> Result<(), StreamError> {
+        let _guard = self.refresh_lock.lock().await;
+        let probe = self.sink.check_health().await;
+        self.health.record_probe(&probe);
+        self.metrics.stream_up.set(i64::from(probe.is_ok()));
+        if let Err(e) = &probe {
+            tracing::warn!(error = %e, "stream health check failed");
+        }
+        if !with_map && self.table.load().is_some() {
+            return probe;
+        }
+        let map = self.sink.shard_map().await?;
+        let current = self.table.load_full();
+        if current.as_ref().is_some_and(|t| t.map == map) {
+            return probe;
+        }
+        let mut existing: HashMap<(String, u128), Addr<Batcher>> = HashMap::new();
+        if let Some(table) = &current {
+            for (shard, batcher) in table.map.shards().iter().zip(&table.batchers) {
+                existing.insert((shard.shard_id.clone(), shard.start_hash), batcher.clone());
+            }
+        }
+        let batchers: Vec<Addr<Batcher>> = map
+            .shards()
+            .iter()
+            .enumerate()
+            .map(|(i, shard)| {
+                existing
+                    .remove(&(shard.shard_id.clone(), shard.start_hash))
+                    .unwrap_or_else(|| {
+                        let batcher = Batcher::new(
+                            shard.start_hash,
+                            self.writers[i % self.writers.len()].clone(),
+                            RecordEncoder::new(self.options.codec),
+                            self.options.limits.clone(),
+                            self.metrics.clone(),
+                        );
+                        Batcher::start_in_arbiter(&self.arbiter(), |_| batcher)
+                    })
+            })
+            .collect();
+        tracing::info!(
+            shards = map.len(),
+            sink = self.sink.kind(),
+            "routing table updated"
+        );
+        self.metrics.shards.set(map.len() as i64);
+        self.table
+            .store(Some(Arc::new(RoutingTable { map, batchers })));
+        for retired in existing.into_values() {
+            retired.do_send(Retire);
+        }
+        probe
+    }
+
+    /// Runs [`Pipeline::refresh`] every `every` (the shard map every 12th time).
+    pub fn spawn_refresher(self: &Arc<Self>, every: Duration) {
+        let this = Arc::clone(self);
+        actix_rt::spawn(async move {
+            let mut tick = 0u64;
+            loop {
+                actix_rt::time::sleep(every).await;
+                tick += 1;
+                if let Err(e) = this.refresh(tick.is_multiple_of(12)).await {
+                    tracing::debug!(error = %e, "refresh failed");
+                }
+            }
+        });
+    }
+
+    /// Encodes, routes and writes positions; returns once all are durable.
+    pub async fn write(&self, positions: &[Position]) -> Result<(), SubmitError> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err(SubmitError::ShuttingDown);
+        }
+        let Some(table) = self.table.load_full() else {
+            return Err(SubmitError::NotReady);
+        };
+        let mut groups: Vec<Option<Group>> = (0..table.map.len()).map(|_| None).collect();
+        let mut total_bytes = 0usize;
+        for p in positions {
+            let shard = table
+                .map
+                .index_for_hash(partition_hash(p.courier_id.as_str()));
+            let group = groups[shard].get_or_insert_with(|| Group {
+                datums: Vec::with_capacity(128),
+                ends: Vec::new(),
+                first_key: p.courier_id.as_str().to_owned(),
+            });
+            let before = group.datums.len();
+            encode_datum(p, &mut group.datums);
+            total_bytes += group.datums.len() - before;
+            group.ends.push(group.datums.len() as u32);
+        }
+        let mut permit = self
+            .budget
+            .try_acquire(positions.len(), total_bytes)
+            .ok_or(SubmitError::Overloaded)?;
+        let pieces = groups.iter().filter(|g| g.is_some()).count();
+        let (ack, done) = Ack::new(pieces);
+        let deadline = Instant::now() + self.options.write_timeout;
+        for (shard, group) in groups.into_iter().enumerate() {
+            let Some(group) = group else { continue };
+            let part = permit.split(group.ends.len(), group.datums.len());
+            table.batchers[shard].do_send(Append {
+                datums: group.datums,
+                ends: group.ends,
+                first_key: group.first_key,
+                ack: ack.clone(),
+                permit: part,
+                deadline,
+            });
+        }
+        drop(ack);
+        drop(permit);
+        // The writer gives records up at the deadline; the extra second only
+        // guards against a stalled actor.
+        match tokio::time::timeout(self.options.write_timeout + Duration::from_secs(1), done).await
+        {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(e.into()),
+            Ok(Err(_)) => Err(WriteError::Dropped.into()),
+            Err(_) => {
+                Err(WriteError::Unavailable("no answer from the write pipeline".into()).into())
+            }
+        }
+    }
+
+    /// The live feed of accepted positions.
+    pub fn live(&self) -> &LiveFeed {
+        &self.live
+    }
+
+    /// Hands accepted (durable) positions to the live feed and the tracker
+    /// shards.
+    pub fn observe(&self, positions: Vec<Position>) {
+        self.live.publish(&positions);
+        let n = self.trackers.len();
+        let mut shards: Vec<Vec<Position>> = (0..n).map(|_| Vec::new()).collect();
+        for p in positions {
+            let i = (partition_hash(p.courier_id.as_str()) % n as u128) as usize;
+            shards[i].push(p);
+        }
+        for (tracker, batch) in self.trackers.iter().zip(shards) {
+            if !batch.is_empty() {
+                tracker.do_send(Observe(batch));
+            }
+        }
+    }
+
+    /// The latest accepted position of a courier.
+    pub async fn latest(&self, courier_id: &str) -> Option<Position> {
+        let n = self.trackers.len();
+        let i = (partition_hash(courier_id) % n as u128) as usize;
+        self.trackers[i]
+            .send(Latest(courier_id.to_owned()))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Stops taking writes, flushes every batcher, and waits until every
+    /// accepted position is written or given up, at most until `deadline`.
+    pub async fn drain(&self, deadline: Instant) -> bool {
+        self.flush_all();
+        while self.budget.positions_in_use() > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    /// Switches every batcher to flush at once (shutdown has begun).
+    pub fn flush_all(&self) {
+        if let Some(table) = self.table.load_full() {
+            for b in &table.batchers {
+                b.do_send(FlushNow);
+            }
+        }
+    }
+
+    /// Refuses new writes from now on and ends the live streams (so that the
+    /// server's graceful stop does not wait for their viewers).
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        self.live.close();
+        self.flush_all();
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Stops the actor threads.
+    pub fn stop(&self) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! A fault-injecting proxy in front of a real Kinesis API server, for faults
+//! the server cannot produce by itself. It speaks the real protocol:
+//! - `throttle_every(n)`: every n-th `PutRecords` entry is not forwarded and
+//!   is answered as failed with `ProvisionedThroughputExceededException`,
+//!   exactly as Kinesis reports a partially failed call;
+//! - `cut()`: every connection is dropped without an answer, until `restore()`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct State {
+    upstream: String,
+    throttle_every: AtomicUsize,
+    entries_seen: AtomicUsize,
+    throttled: AtomicUsize,
+    down: AtomicBool,
+}
+
+pub struct FaultProxy {
+    state: Arc<State>,
+    pub endpoint: String,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let state = Arc::new(State {
+            upstream: upstream.to_owned(),
+            ..State::default()
+        });
+        let client = reqwest::Client::new();
+        let accept_state = Arc::clone(&state);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                if accept_state.down.load(Ordering::SeqCst) {
+                    drop(stream);
+                    continue;
+                }
+                let state = Arc::clone(&accept_state);
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let service =
+                        service_fn(move |req| handle(req, Arc::clone(&state), client.clone()));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { state, endpoint }
+    }
+
+    pub fn throttle_every(&self, n: usize) {
+        self.state.throttle_every.store(n, Ordering::SeqCst);
+    }
+
+    pub fn throttled(&self) -> usize {
+        self.state.throttled.load(Ordering::SeqCst)
+    }
+
+    pub fn cut(&self) {
+        self.state.down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn restore(&self) {
+        self.state.down.store(false, Ordering::SeqCst);
+    }
+}
+
+#[derive(Debug)]
+struct Cut;
+
+impl std::fmt::Display for Cut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection cut by the fault proxy")
+    }
+}
+
+impl std::error::Error for Cut {}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<State>,
+    client: reqwest::Client,
+) -> Result<Response<Full<Bytes>>, Cut> {
+    if state.down.load(Ordering::SeqCst) {
+        // An error from the service makes hyper close the connection
+        // without an answer: what a client sees when the network drops.
+        return Err(Cut);
+    }
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map_err(|_| Cut)?.to_bytes();
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let every = state.throttle_every.load(Ordering::SeqCst);
+    let mut failed_at: Vec<usize> = Vec::new();
+    let mut forward_body = body.clone();
+    if target.ends_with(".PutRecords") && every > 0 {
+        let mut request: Value = serde_json::from_slice(&body).map_err(|_| Cut)?;
+        if let Some(records) = request["Records"].as_array_mut() {
+            let mut kept = Vec::new();
+            for (i, record) in records.drain(..).enumerate() {
+                if state.entries_seen.fetch_add(1, Ordering::SeqCst) % every == every - 1 {
+                    failed_at.push(i);
+                } else {
+                    kept.push(record);
+                }
+            }
+            *records = kept;
+        }
+        forward_body = Bytes::from(serde_json::to_vec(&request).map_err(|_| Cut)?);
+    }
+    let kept_any = !target.ends_with(".PutRecords")
+        || failed_at.is_empty()
+        || serde_json::from_slice::<Value>(&forward_body)
+            .ok()
+            .and_then(|v| v["Records"].as_array().map(|r| !r.is_empty()))
+            .unwrap_or(false);
+    let (status, content_type, upstream_body) = if kept_any {
+        let mut forward = client.post(format!("{}{}", state.upstream, parts.uri.path()));
+        for (name, value) in &parts.headers {
+            if name != "host" && name != "content-length" {
+                forward = forward.header(name, value);
+            }
+        }
+        let res = forward.body(forward_body).send().await.map_err(|_| Cut)?;
+        let status = res.status().as_u16();
+        let content_type = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/x-amz-json-1.1")
+            .to_owned();
+        (status, content_type, res.bytes().await.map_err(|_| Cut)?)
+    } else {
+        (
+            200,
+            "application/x-amz-json-1.1".to_owned(),
+            Bytes::from_static(br#"{"FailedRecordCount":0,"Records":[]}"#),
+        )
+    };
+    let body = if failed_at.is_empty() || status != 200 {
+        upstream_body
+    } else {
+        let upstream: Value = serde_json::from_slice(&upstream_body).map_err(|_| Cut)?;
+        let mut answered = upstream["Records"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter();
+        let total = answered.len() + failed_at.len();
+        let mut records = Vec::with_capacity(total);
+        for i in 0..total {
+            if failed_at.contains(&i) {
+                records.push(json!({
+                    "ErrorCode": "ProvisionedThroughputExceededException",
+                    "ErrorMessage": "Rate exceeded for shard shardId-000000000000 in stream test under account 123456789012."
+                }));
+            } else {
+                records.push(answered.next().unwrap_or(Value::Null));
+            }
+        }
+        state.throttled.fetch_add(failed_at.len(), Ordering::SeqCst);
+        let failed = upstream["FailedRecordCount"].as_u64().unwrap_or(0) + failed_at.len() as u64;
+        Bytes::from(
+            serde_json::to_vec(&json!({"FailedRecordCount": failed, "Records": records}))
+                .map_err(|_| Cut)?,
+        )
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(body))
+        .map_err(|_| Cut)
+}
