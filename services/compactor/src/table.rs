@@ -1,0 +1,438 @@
+//! The Delta table: its schema, creation, the compactor's state kept in the
+//! commit log, the dedup window and the Redshift COPY manifests.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::DataType as ArrowType;
+use deltalake::kernel::{Add, DataType, StructField};
+use deltalake::logstore::object_store::ObjectStoreExt as _;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde_json::Value;
+use url::Url;
+
+use crate::{CompactorError, SequenceNumber};
+
+/// The table's columns in their fixed order (Redshift `COPY ... FORMAT AS
+/// PARQUET` matches columns by position): name, Delta type, nullable.
+///
+/// `event_date` (the UTC date of `recorded_at`) is the partition column: Delta
+/// keeps it in the path and the log only, so the Parquet files hold the first
+/// ten columns.
+pub const COLUMNS: [(&str, &str, bool); 11] = [
+    ("event_id", "string", false),
+    ("courier_id", "string", false),
+    ("lat", "double", false),
+    ("lon", "double", false),
+    ("recorded_at", "timestamp", false),
+    ("received_at", "timestamp", false),
+    ("accuracy_m", "double", true),
+    ("speed_mps", "double", true),
+    ("heading_deg", "double", true),
+    ("order_id", "string", true),
+    ("event_date", "date", false),
+];
+
+/// The partition column.
+pub const PARTITION_COLUMN: &str = "event_date";
+
+/// Where the COPY manifests go, under the table root.
+pub const MANIFEST_DIR: &str = "_manifests";
+
+/// commitInfo keys written by the compactor.
+pub mod keys {
+    /// The application id (`courier-compactor/<stream>`).
+    pub const APP_ID: &str = "courier.app_id";
+    /// The stream name.
+    pub const STREAM: &str = "courier.stream";
+    /// The run number (equals the commit's txn version).
+    pub const RUN: &str = "courier.run";
+    /// `{shard_id: "<last committed sequence number>"}`.
+    pub const CHECKPOINTS: &str = "courier.checkpoints";
+}
+
+fn delta_columns() -> Vec<StructField> {
+    COLUMNS
+        .iter()
+        .map(|(name, ty, nullable)| {
+            let data_type = match *ty {
+                "string" => DataType::STRING,
+                "double" => DataType::DOUBLE,
+                "timestamp" => DataType::TIMESTAMP,
+                _ => DataType::DATE,
+            };
+            StructField::new(*name, data_type, *nullable)
+        })
+        .collect()
+}
+
+/// The URL of a local table directory, creating the directory (delta-rs
+/// requires it to exist before `create`).
+pub fn local_table_url(path: &Path) -> Result<Url, CompactorError> {
+    std::fs::create_dir_all(path)
+        .map_err(|e| CompactorError::io(format!("create table directory {}", path.display()), e))?;
+    let abs = path
+        .canonicalize()
+        .map_err(|e| CompactorError::io(format!("resolve {}", path.display()), e))?;
+    Url::from_directory_path(&abs)
+        .map_err(|_| CompactorError::State(format!("{} is not a usable table path", abs.display())))
+}
+
+/// Loads the table at `path`, or `None` when there is no Delta table there.
+pub async fn load(path: &Path) -> Result<Option<DeltaTable>, CompactorError> {
+    let uri = path.display().to_string();
+    if !path.exists() {
+        return Ok(None);
+    }
+    let url = local_table_url(path)?;
+    let mut table = DeltaTableBuilder::from_url(url)
+        .and_then(|b| b.build())
+        .map_err(|e| CompactorError::delta(&uri, "open", e))?;
+    match table.load().await {
+        Ok(()) => Ok(Some(table)),
+        Err(DeltaTableError::NotATable(_)) => Ok(None),
+        Err(e) => Err(CompactorError::delta(&uri, "load", e)),
+    }
+}
+
+/// Loads the table at `path`, creating it (schema [`COLUMNS`], partitioned by
+/// `event_date`) when missing.
+pub async fn open_or_create(path: &Path) -> Result<DeltaTable, CompactorError> {
+    if let Some(table) = load(path).await? {
+        return Ok(table);
+    }
+    let uri = path.display().to_string();
+    let url = local_table_url(path)?;
+    let table = DeltaTableBuilder::from_url(url)
+        .and_then(|b| b.build())
+        .map_err(|e| CompactorError::delta(&uri, "open", e))?;
+    let created = table
+        .create()
+        .with_table_name("courier_positions")
+        .with_comment("Courier GPS positions, written by the compactor")
+        .with_columns(delta_columns())
+        .with_partition_columns([PARTITION_COLUMN])
+        .with_save_mode(SaveMode::Ignore)
+        .await
+        .map_err(|e| CompactorError::delta(&uri, "create", e))?;
+    // SaveMode::Ignore returns the existing table when another process won the race.
+    Ok(created)
+}
+
+/// One compactor commit found in the log.
+#[derive(Debug, Clone)]
+pub struct CompactorCommit {
+    /// Table version of the commit.
+    pub version: u64,
+    /// Run number.
+    pub run: i64,
+    /// Checkpoints after the commit.
+    pub checkpoints: BTreeMap<String, SequenceNumber>,
+    /// Files the commit added.
+    pub adds: Vec<AddedFile>,
+}
+
+/// A data file added by a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddedFile {
+    /// Path relative to the table root, as in the log (URL-encoded).
+    pub path: String,
+    /// Size in bytes.
+    pub size: i64,
+}
+
+impl From<&Add> for AddedFile {
+    fn from(add: &Add) -> Self {
+        Self {
+            path: add.path.clone(),
+            size: add.size,
+        }
+    }
+}
+
+/// The compactor's state as read from the table.
+#[derive(Debug, Clone, Default)]
+pub struct TableState {
+    /// The table version read.
+    pub version: u64,
+    /// The last committed run number (the txn version; 0 before the first run).
+    pub run: i64,
+    /// The last committed sequence number per shard.
+    pub checkpoints: BTreeMap<String, SequenceNumber>,
+    /// The newest compactor commits, newest first (at most the dedup window,
+    /// at least the newest one).
+    pub commits: Vec<CompactorCommit>,
+}
+
+fn parse_checkpoints(
+    value: Option<&Value>,
+) -> Result<BTreeMap<String, SequenceNumber>, CompactorError> {
+    let mut out = BTreeMap::new();
+    let Some(value) = value else {
+        return Ok(out);
+    };
+    let map = value.as_object().ok_or_else(|| {
+        CompactorError::State(format!("{} is not an object: {value}", keys::CHECKPOINTS))
+    })?;
+    for (shard, seq) in map {
+        let text = seq.as_str().ok_or_else(|| {
+            CompactorError::State(format!("checkpoint of {shard} is not a string: {seq}"))
+        })?;
+        out.insert(shard.clone(), SequenceNumber::parse(text)?);
+    }
+    Ok(out)
+}
+
+/// Parses one commit file: the compactor commit it is, if it is one of `app_id`'s.
+fn parse_commit(
+    version: u64,
+    bytes: &[u8],
+    app_id: &str,
+) -> Result<Option<CompactorCommit>, CompactorError> {
+    let mut info: Option<serde_json::Map<String, Value>> = None;
+    let mut adds = Vec::new();
+    for line in bytes.split(|b| *b == b'\n') {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let action: Value = serde_json::from_slice(line).map_err(|e| {
+            CompactorError::State(format!("commit {version} has an unreadable action: {e}"))
+        })?;
+        if let Some(ci) = action.get("commitInfo").and_then(Value::as_object) {
+            info = Some(ci.clone());
+        } else if let Some(add) = action.get("add") {
+            let path = add.get("path").and_then(Value::as_str);
+            let size = add.get("size").and_then(Value::as_i64);
+            if let (Some(path), Some(size)) = (path, size) {
+                adds.push(AddedFile {
+                    path: path.to_owned(),
+                    size,
+                });
+            }
+        }
+    }
+    let Some(info) = info else { return Ok(None) };
+    if info.get(keys::APP_ID).and_then(Value::as_str) != Some(app_id) {
+        return Ok(None);
+    }
+    let run = info.get(keys::RUN).and_then(Value::as_i64).ok_or_else(|| {
+        CompactorError::State(format!("commit {version} has no {} number", keys::RUN))
+    })?;
+    Ok(Some(CompactorCommit {
+        version,
+        run,
+        checkpoints: parse_checkpoints(info.get(keys::CHECKPOINTS))?,
+        adds,
+    }))
+}
+
+/// Reads the compactor state of `app_id` from `table`: the txn version, and
+/// the newest `window.max(1)` compactor commits (walking the log back from the
+/// loaded version).
+pub async fn read_state(
+    table: &DeltaTable,
+    app_id: &str,
+    window: usize,
+) -> Result<TableState, CompactorError> {
+    let uri = table.table_url().to_string();
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| CompactorError::delta(&uri, "snapshot", e))?;
+    let version = snapshot.version();
+    let log_store = table.log_store();
+    let txn = snapshot
+        .transaction_version(log_store.as_ref(), app_id)
+        .await
+        .map_err(|e| CompactorError::delta(&uri, "read the application transaction", e))?
+        .unwrap_or(0);
+    let wanted = window.max(1);
+    let mut commits = Vec::new();
+    let mut next = Some(version);
+    while let Some(v) = next
+        && commits.len() < wanted
+    {
+        let Some(bytes) = log_store
+            .read_commit_entry(v)
+            .await
+            .map_err(|e| CompactorError::delta(&uri, "read a commit", e))?
+        else {
+            break; // expired from the log
+        };
+        if let Some(commit) = parse_commit(v, &bytes, app_id)? {
+            commits.push(commit);
+        }
+        next = v.checked_sub(1);
+    }
+    let newest = commits.first();
+    let (run, checkpoints) = match newest {
+        Some(c) if c.run == txn => (c.run, c.checkpoints.clone()),
+        Some(c) => {
+            return Err(CompactorError::State(format!(
+                "the newest commit of {app_id} (version {}) is run {} but the table's transaction version is {txn}",
+                c.version, c.run
+            )));
+        }
+        None if txn == 0 => (0, BTreeMap::new()),
+        None => {
+            return Err(CompactorError::State(format!(
+                "the table's transaction version of {app_id} is {txn} but no commit of it is left in the log (expired?); refusing to start from scratch"
+            )));
+        }
+    };
+    Ok(TableState {
+        version,
+        run,
+        checkpoints,
+        commits,
+    })
+}
+
+/// The `event_id`s of the files added by `commits`.
+pub async fn window_ids(
+    table: &DeltaTable,
+    commits: &[CompactorCommit],
+) -> Result<HashSet<uuid::Uuid>, CompactorError> {
+    let store = table.object_store();
+    let mut ids = HashSet::new();
+    for file in commits.iter().flat_map(|c| &c.adds) {
+        let location = deltalake::Path::from_url_path(&file.path)
+            .map_err(|e| CompactorError::State(format!("bad file path {}: {e}", file.path)))?;
+        let bytes = match store.get(&location).await {
+            Ok(result) => result.bytes().await,
+            Err(e) => Err(e),
+        };
+        let bytes = match bytes {
+            Ok(b) => b,
+            Err(deltalake::ObjectStoreError::NotFound { .. }) => {
+                tracing::warn!(file = %file.path, "dedup window file is gone (vacuumed?); skipped");
+                continue;
+            }
+            Err(e) => {
+                return Err(CompactorError::delta(
+                    table.table_url().as_str(),
+                    "read a dedup window file",
+                    DeltaTableError::from(e),
+                ));
+            }
+        };
+        read_event_ids(bytes, &file.path, &mut ids)?;
+    }
+    Ok(ids)
+}
+
+/// Reads only the `event_id` column of one Parquet file into `ids`.
+pub fn read_event_ids(
+    bytes: bytes::Bytes,
+    path: &str,
+    ids: &mut HashSet<uuid::Uuid>,
+) -> Result<(), CompactorError> {
+    let perr = |source| CompactorError::Parquet {
+        path: path.to_owned(),
+        source,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(perr)?;
+    let index = builder
+        .schema()
+        .index_of("event_id")
+        .map_err(|e| CompactorError::Arrow {
+            context: "find event_id",
+            source: e,
+        })?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(65_536)
+        .build()
+        .map_err(perr)?;
+    for batch in reader {
+        let batch = batch.map_err(|e| CompactorError::Arrow {
+            context: "read event_id",
+            source: e,
+        })?;
+        let column = arrow::compute::cast(batch.column(0), &ArrowType::Utf8).map_err(|e| {
+            CompactorError::Arrow {
+                context: "cast event_id",
+                source: e,
+            }
+        })?;
+        let strings = column.as_string::<i32>();
+        for i in 0..strings.len() {
+            if strings.is_valid(i)
+                && let Ok(id) = uuid::Uuid::try_parse(strings.value(i))
+            {
+                ids.insert(id);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The path of the COPY manifest of a table version.
+pub fn manifest_path(table_dir: &Path, version: u64) -> PathBuf {
+    table_dir
+        .join(MANIFEST_DIR)
+        .join(format!("v{version:020}.json"))
+}
+
+/// Writes the Redshift COPY manifest listing exactly `files` (atomically:
+/// temporary file, then rename) and returns its path.
+pub fn write_manifest(
+    table: &DeltaTable,
+    table_dir: &Path,
+    version: u64,
+    files: &[AddedFile],
+) -> Result<PathBuf, CompactorError> {
+    let root = table.table_url();
+    let mut entries = Vec::with_capacity(files.len());
+    for file in files {
+        // The log's paths are URL-encoded and relative to the table root: the
+        // join is the file's absolute URI (file:// locally, s3:// on S3).
+        let url = root
+            .join(&file.path)
+            .map_err(|e| CompactorError::State(format!("bad file path {}: {e}", file.path)))?;
+        entries.push(serde_json::json!({
+            "url": url.as_str(),
+            "mandatory": true,
+            "meta": {"content_length": file.size},
+        }));
+    }
+    let body = serde_json::to_vec_pretty(&serde_json::json!({ "entries": entries }))
+        .map_err(|e| CompactorError::State(format!("serialize the manifest: {e}")))?;
+    let path = manifest_path(table_dir, version);
+    write_atomically(&path, &body)?;
+    Ok(path)
+}
+
+/// Writes `body` to `path` through a temporary file and a rename.
+pub(crate) fn write_atomically(path: &Path, body: &[u8]) -> Result<(), CompactorError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CompactorError::io(format!("create {}", dir.display()), e))?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body)
+        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| CompactorError::io(format!("write {}", path.display()), e))
+}
+
+/// Sum of `numRecords` in the stats of the table's active files.
+pub fn row_count(table: &DeltaTable) -> Result<u64, CompactorError> {
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| CompactorError::delta(table.table_url().as_str(), "snapshot", e))?;
+    let mut rows = 0u64;
+    for file in snapshot.log_data().iter() {
+        let stats = file
+            .stats()
+            .ok_or_else(|| CompactorError::State(format!("file {} has no stats", file.path())))?;
+        let value: Value = serde_json::from_str(&stats)
+            .map_err(|e| CompactorError::State(format!("stats of {}: {e}", file.path())))?;
+        rows += value.get("numRecords").and_then(Value::as_u64).unwrap_or(0);
+    }
+    Ok(rows)
+}

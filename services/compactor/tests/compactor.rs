@@ -1,0 +1,511 @@
+//! End-to-end tests of the compactor against a local stream and a local Delta
+//! table, each in its own temporary directories.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, AsArray};
+use chrono::{DateTime, TimeDelta, Utc};
+use compactor::table::COLUMNS;
+use compactor::{CompactorError, RunConfig};
+use courier_model::avro::{Codec, RecordEncoder, encode_datum};
+use courier_model::position::{Position, TimeRules, UncheckedPosition};
+use courier_model::stream::local::{LocalOptions, LocalStream};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+const STREAM: &str = "positions";
+
+struct Env {
+    _tmp: tempfile::TempDir,
+    data: PathBuf,
+    table: PathBuf,
+    stream: LocalStream,
+}
+
+impl Env {
+    fn new(shards: usize) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        let table = tmp.path().join("table");
+        let stream = LocalStream::open(
+            &data,
+            STREAM,
+            LocalOptions {
+                shards,
+                segment_bytes: 4096,
+                retention: None,
+            },
+        )
+        .expect("open stream");
+        Self {
+            _tmp: tmp,
+            data,
+            table,
+            stream,
+        }
+    }
+
+    fn config(&self) -> RunConfig {
+        RunConfig::new(&self.data, STREAM, &self.table)
+    }
+
+    /// Appends one record holding `positions` to `shard`; returns its sequence number.
+    fn append(&self, shard: usize, positions: &[Position]) -> u64 {
+        let mut datums = Vec::new();
+        for p in positions {
+            encode_datum(p, &mut datums);
+        }
+        let record = RecordEncoder::new(Codec::Zstandard).encode(&datums, positions.len());
+        self.append_raw(shard, &record)
+    }
+
+    fn append_raw(&self, shard: usize, data: &[u8]) -> u64 {
+        let seqs = self
+            .stream
+            .append(shard, &[("courier-0", data)])
+            .expect("append");
+        seqs[0]
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(1_795_000_000_123_456).unwrap_or_default()
+}
+
+fn position_with(i: usize, event_id: &str, recorded_offset: TimeDelta) -> Position {
+    let courier = format!("courier-{}", i % 7);
+    let order = format!("order-{i}");
+    let input = UncheckedPosition {
+        event_id: Some(event_id),
+        courier_id: Some(&courier),
+        lat: Some(-23.5 + i as f64 * 1e-4),
+        lon: Some(-46.6 - i as f64 * 1e-4),
+        recorded_at: Some(now() + recorded_offset),
+        accuracy_m: i.is_multiple_of(2).then_some(4.5),
+        speed_mps: None,
+        heading_deg: Some(90.0),
+        order_id: i.is_multiple_of(3).then_some(order.as_str()),
+    };
+    let lenient = TimeRules {
+        max_future: std::time::Duration::from_secs(365 * 24 * 3600),
+        ..TimeRules::default()
+    };
+    Position::try_new(&input, now(), &lenient).expect("valid position")
+}
+
+fn position(i: usize) -> Position {
+    position_with(
+        i,
+        &uuid::Uuid::now_v7().to_string(),
+        TimeDelta::milliseconds(-1500),
+    )
+}
+
+fn positions(n: usize) -> Vec<Position> {
+    (0..n).map(position).collect()
+}
+
+fn ids(ps: &[Position]) -> Vec<String> {
+    ps.iter().map(|p| p.event_id.to_string()).collect()
+}
+
+/// Every event_id in the table's current files (through the Delta log).
+async fn table_event_ids(table: &Path) -> Vec<String> {
+    let table = compactor::table::load(table)
+        .await
+        .expect("load")
+        .expect("a table");
+    let mut out = Vec::new();
+    let uris: Vec<String> = table.get_file_uris().expect("files").collect();
+    for uri in uris {
+        let path = local_path(&uri);
+        let file = std::fs::File::open(&path).expect("open parquet");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .expect("parquet")
+            .build()
+            .expect("reader");
+        for batch in reader {
+            let batch = batch.expect("batch");
+            let col = arrow::compute::cast(
+                batch.column_by_name("event_id").expect("event_id"),
+                &arrow::datatypes::DataType::Utf8,
+            )
+            .expect("cast");
+            let strings = col.as_string::<i32>();
+            for i in 0..strings.len() {
+                out.push(strings.value(i).to_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// delta-rs gives local file "URIs" as plain absolute paths.
+fn local_path(uri: &str) -> PathBuf {
+    match url::Url::parse(uri) {
+        Ok(url) => url.to_file_path().expect("a file URL"),
+        Err(_) => PathBuf::from(uri),
+    }
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+async fn table_version(table: &Path) -> u64 {
+    compactor::table::load(table)
+        .await
+        .expect("load")
+        .expect("table")
+        .version()
+        .expect("version")
+}
+
+#[tokio::test]
+async fn a_run_writes_exactly_the_positions_and_a_rerun_commits_nothing() {
+    let env = Env::new(2);
+    let a = positions(5);
+    let b = positions(3);
+    env.append(0, &a[..2]);
+    env.append(0, &a[2..]);
+    env.append(1, &b);
+
+    let report = compactor::run(env.config()).await.expect("run");
+    assert!(report.committed);
+    assert_eq!(report.run, 1);
+    assert_eq!(report.records_read, 3);
+    assert_eq!(report.positions_decoded, 8);
+    assert_eq!(report.rows_written, 8);
+    assert_eq!(report.dead_lettered, 0);
+    assert_eq!(report.duplicates_dropped, 0);
+    assert_eq!(
+        report.checkpoints,
+        BTreeMap::from([
+            ("shardId-000000000000".to_owned(), "2".to_owned()),
+            ("shardId-000000000001".to_owned(), "1".to_owned()),
+        ])
+    );
+    let mut expected = ids(&a);
+    expected.extend(ids(&b));
+    assert_eq!(table_event_ids(&env.table).await, sorted(expected));
+
+    let version = table_version(&env.table).await;
+    assert_eq!(report.table_version, version);
+    let again = compactor::run(env.config()).await.expect("second run");
+    assert!(!again.committed);
+    assert_eq!(again.records_read, 0);
+    assert_eq!(again.run, 1);
+    assert_eq!(table_version(&env.table).await, version);
+    assert!(again.manifest.is_none());
+
+    let status = compactor::status(&env.data, STREAM, &env.table)
+        .await
+        .expect("status");
+    assert_eq!(status.rows, 8);
+    assert_eq!(status.run, 1);
+    assert_eq!(status.table_version, Some(version));
+    assert!(status.shards.values().all(|s| s.lag == 0));
+}
+
+#[tokio::test]
+async fn new_data_is_read_from_the_checkpoint_compared_as_integers() {
+    let env = Env::new(1);
+    let mut all = Vec::new();
+    for i in 0..9 {
+        let p = vec![position(i)];
+        env.append(0, &p);
+        all.extend(p);
+    }
+    let first = compactor::run(env.config()).await.expect("run 1");
+    assert_eq!(first.checkpoints["shardId-000000000000"], "9");
+    // 10, 11, 12: "10" < "9" as strings, but not as sequence numbers.
+    for i in 9..12 {
+        let p = vec![position(i)];
+        env.append(0, &p);
+        all.extend(p);
+    }
+    let status = compactor::status(&env.data, STREAM, &env.table)
+        .await
+        .expect("status");
+    assert_eq!(status.shards["shardId-000000000000"].lag, 3);
+
+    let second = compactor::run(env.config()).await.expect("run 2");
+    assert_eq!(second.run, 2);
+    assert_eq!(second.records_read, 3);
+    assert_eq!(second.checkpoints["shardId-000000000000"], "12");
+    let third_env_data = compactor::run(env.config()).await.expect("run 3");
+    assert!(!third_env_data.committed);
+    assert_eq!(table_event_ids(&env.table).await, sorted(ids(&all)));
+
+    // --max-records reads at most that many records per shard.
+    for i in 12..15 {
+        env.append(0, &[position(i)]);
+    }
+    let mut limited = env.config();
+    limited.max_records = Some(2);
+    let r = compactor::run(limited).await.expect("limited run");
+    assert_eq!(r.records_read, 2);
+    assert_eq!(r.checkpoints["shardId-000000000000"], "14");
+}
+
+#[tokio::test]
+async fn duplicates_within_and_across_runs_end_up_once() {
+    let env = Env::new(2);
+    let a = positions(4);
+    env.append(0, &a);
+    // The same positions again (a retried PutRecords), on another shard too.
+    env.append(0, &a[..2]);
+    env.append(1, &a[3..]);
+    let first = compactor::run(env.config()).await.expect("run 1");
+    assert_eq!(first.rows_written, 4);
+    assert_eq!(first.duplicates_dropped, 3);
+
+    // A later run receives an id already committed, plus a new one.
+    let fresh = position(10);
+    env.append(1, &[a[1].clone(), fresh.clone()]);
+    let second = compactor::run(env.config()).await.expect("run 2");
+    assert_eq!(second.rows_written, 1);
+    assert_eq!(second.duplicates_dropped, 1);
+    let mut expected = ids(&a);
+    expected.push(fresh.event_id.to_string());
+    assert_eq!(table_event_ids(&env.table).await, sorted(expected));
+}
+
+#[tokio::test]
+async fn bad_records_are_dead_lettered_and_the_rest_is_committed() {
+    let env = Env::new(1);
+    let good = positions(3);
+    env.append(0, &good[..1]);
+    let garbage_seq = env.append_raw(0, b"this is not avro");
+    let future = position_with(7, &uuid::Uuid::now_v7().to_string(), TimeDelta::minutes(30));
+    let invalid_seq = env.append(0, &[good[1].clone(), future.clone(), good[2].clone()]);
+
+    let report = compactor::run(env.config()).await.expect("run");
+    assert!(report.committed);
+    assert_eq!(report.records_read, 3);
+    assert_eq!(report.positions_decoded, 4);
+    assert_eq!(report.dead_lettered, 2);
+    assert_eq!(report.rows_written, 3);
+    assert_eq!(table_event_ids(&env.table).await, sorted(ids(&good)));
+
+    let file = report.dead_letter_file.expect("dead-letter file");
+    assert!(file.ends_with("run-00000000000000000001.jsonl"), "{file}");
+    assert!(file.contains("table_dead_letter"), "{file}");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .expect("read dead letters")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let undecodable = &lines[0];
+    assert_eq!(undecodable["kind"], "undecodable");
+    assert_eq!(undecodable["shard_id"], "shardId-000000000000");
+    assert_eq!(undecodable["sequence_number"], garbage_seq.to_string());
+    assert!(
+        undecodable["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("not a readable Avro container"))
+    );
+    use base64::Engine as _;
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(undecodable["data_base64"].as_str().expect("base64"))
+            .expect("decode"),
+        b"this is not avro"
+    );
+    let invalid = &lines[1];
+    assert_eq!(invalid["kind"], "invalid");
+    assert_eq!(invalid["sequence_number"], invalid_seq.to_string());
+    assert_eq!(invalid["datum_index"], 1);
+    assert_eq!(invalid["position"]["event_id"], future.event_id.to_string());
+    assert!(
+        invalid["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.starts_with("recorded_at: must not be more than"))
+    );
+}
+
+#[tokio::test]
+async fn a_crash_before_the_commit_is_redone_once() {
+    let env = Env::new(2);
+    let a = positions(6);
+    env.append(0, &a[..3]);
+    env.append(1, &a[3..]);
+    env.append_raw(1, b"garbage");
+
+    // Stage one only: Parquet and dead letters written, then "crash".
+    let prepared = compactor::prepare(env.config()).await.expect("prepare");
+    assert_eq!(prepared.report().rows_written, 6);
+    let dead_letters = prepared.report().dead_letter_file.clone().expect("dl");
+    drop(prepared);
+    assert_eq!(table_version(&env.table).await, 0, "nothing committed");
+
+    let report = compactor::run(env.config()).await.expect("rerun");
+    assert!(report.committed);
+    assert_eq!(report.run, 1);
+    assert_eq!(report.rows_written, 6);
+    assert_eq!(table_event_ids(&env.table).await, sorted(ids(&a)));
+    // The redo overwrote the dead-letter file rather than adding one.
+    assert_eq!(
+        report.dead_letter_file.as_deref(),
+        Some(dead_letters.as_str())
+    );
+    let dl_dir = Path::new(&dead_letters).parent().expect("dir");
+    assert_eq!(std::fs::read_dir(dl_dir).expect("ls").count(), 1);
+    assert_eq!(
+        std::fs::read_to_string(&dead_letters)
+            .expect("read")
+            .lines()
+            .count(),
+        1
+    );
+}
+
+async fn race(use_precheck: bool, txn_only: bool) {
+    let env = Env::new(1);
+    let a = if txn_only { Vec::new() } else { positions(4) };
+    if txn_only {
+        // The winner then commits no files, only its txn and checkpoints:
+        // only the conflict checker's txn (app id) rule can stop the loser.
+        env.append_raw(0, b"garbage");
+    } else {
+        env.append(0, &a);
+    }
+    // Create the table first so both runs start from the same version.
+    compactor::table::open_or_create(&env.table)
+        .await
+        .expect("create");
+    let first = compactor::prepare(env.config()).await.expect("prepare 1");
+    let second = compactor::prepare(env.config()).await.expect("prepare 2");
+    assert_eq!(first.report().run, 1);
+    assert_eq!(second.report().run, 1);
+
+    let won = first.commit().await.expect("the first commit wins");
+    assert!(won.committed);
+    let version = table_version(&env.table).await;
+
+    let lost = if use_precheck {
+        second.commit().await
+    } else {
+        second.commit_without_precheck().await
+    };
+    let err = lost.expect_err("the second run must not commit");
+    assert!(
+        matches!(err, CompactorError::AlreadyCommitted { run: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(err.exit_code(), 3);
+    assert_eq!(
+        table_version(&env.table).await,
+        version,
+        "nothing committed"
+    );
+    assert_eq!(table_event_ids(&env.table).await, sorted(ids(&a)));
+    let status = compactor::status(&env.data, STREAM, &env.table)
+        .await
+        .expect("status");
+    assert_eq!(status.run, 1);
+}
+
+#[tokio::test]
+async fn racing_runs_commit_once_and_the_loser_exits_3() {
+    race(true, false).await;
+}
+
+#[tokio::test]
+async fn the_conflict_checker_rejects_a_concurrent_commit_of_the_same_app_id() {
+    race(false, false).await;
+    race(false, true).await;
+}
+
+#[tokio::test]
+async fn the_manifest_lists_exactly_the_added_files_with_their_sizes() {
+    let env = Env::new(2);
+    // Two UTC dates: two partitions, so at least two files.
+    let mut a = positions(3);
+    a.push(position_with(
+        3,
+        &uuid::Uuid::now_v7().to_string(),
+        TimeDelta::days(-2),
+    ));
+    env.append(0, &a[..2]);
+    env.append(1, &a[2..]);
+    let first = compactor::run(env.config()).await.expect("run 1");
+    let manifest_path = first.manifest.clone().expect("manifest");
+    assert!(manifest_path.ends_with(&format!("_manifests/v{:020}.json", first.table_version)));
+
+    env.append(0, &positions(2));
+    let second = compactor::run(env.config()).await.expect("run 2");
+
+    for report in [&first, &second] {
+        let path = report.manifest.as_ref().expect("manifest");
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json");
+        let entries = manifest["entries"].as_array().expect("entries");
+        assert_eq!(entries.len() as u64, report.files_added);
+        let mut listed = HashSet::new();
+        for entry in entries {
+            assert_eq!(entry["mandatory"], true);
+            let url = entry["url"].as_str().expect("url");
+            let file = url::Url::parse(url)
+                .expect("file url")
+                .to_file_path()
+                .expect("path");
+            let size = std::fs::metadata(&file).expect("the file exists").len();
+            assert_eq!(entry["meta"]["content_length"], size);
+            assert!(url.starts_with("file:///"), "{url}");
+            listed.insert(url.to_owned());
+        }
+        assert_eq!(listed.len(), entries.len());
+    }
+    assert!(first.files_added >= 2, "one file per date partition");
+    // Together the manifests list exactly the table's files.
+    let table = compactor::table::load(&env.table)
+        .await
+        .expect("load")
+        .expect("table");
+    let files: HashSet<PathBuf> = table
+        .get_file_uris()
+        .expect("uris")
+        .map(|u| local_path(&u))
+        .collect();
+    assert_eq!(files.len() as u64, first.files_added + second.files_added);
+}
+
+#[tokio::test]
+async fn parquet_columns_follow_the_documented_order() {
+    let env = Env::new(1);
+    env.append(0, &positions(2));
+    compactor::run(env.config()).await.expect("run");
+    let table = compactor::table::load(&env.table)
+        .await
+        .expect("load")
+        .expect("table");
+    let uri = table.get_file_uris().expect("uris").next().expect("a file");
+    assert!(uri.contains("event_date="), "{uri}");
+    let path = local_path(&uri);
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).expect("open"))
+            .expect("parquet");
+    let names: Vec<String> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let expected: Vec<String> = COLUMNS[..10].iter().map(|c| c.0.to_owned()).collect();
+    assert_eq!(names, expected, "event_date lives in the path only");
+    let recorded = builder
+        .schema()
+        .field_with_name("recorded_at")
+        .expect("field");
+    assert_eq!(
+        recorded.data_type(),
+        &arrow::datatypes::DataType::Timestamp(
+            arrow::datatypes::TimeUnit::Microsecond,
+            Some("UTC".into())
+        )
+    );
+}
