@@ -1,0 +1,49 @@
+"""Shared fixtures: the repository paths and a fresh PostgreSQL database per test.
+
+scripts/test-airflow.sh sets AIRFLOW_HOME (a migrated SQLite metadata
+database), AIRFLOW__CORE__DAGS_FOLDER and AIRFLOW__CORE__LOAD_EXAMPLES, and
+makes sure PostgreSQL is up at COURIER_TEST_PG_URL
+(default postgresql://postgres@127.0.0.1:5432/postgres).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+DAGS_DIR = Path(__file__).resolve().parents[1]
+REPO_ROOT = DAGS_DIR.parent
+SQL_DIR = DAGS_DIR / "sql"
+ADMIN_URL = os.environ.get("COURIER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+sys.path.insert(0, str(DAGS_DIR))
+
+
+def database_url(name: str) -> str:
+    base, _, _ = ADMIN_URL.rpartition("/")
+    return f"{base}/{name}"
+
+
+@pytest.fixture
+def pg_database():
+    """Create a database of its own for one test; drop it afterwards. Yields its URL."""
+    name = f"courier_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield database_url(name)
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS_DIR))

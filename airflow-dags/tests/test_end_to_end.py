@@ -1,0 +1,283 @@
+"""End to end in local mode: the real ingest-api and compactor binaries, the hourly
+DAG run with dag.test(), PostgreSQL as the warehouse."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+
+import psycopg
+import pytest
+
+from conftest import REPO_ROOT
+
+INGEST_API = REPO_ROOT / "target" / "debug" / "ingest-api"
+COMPACTOR = REPO_ROOT / "target" / "debug" / "compactor"
+DAG_ID = "courier_positions_hourly"
+
+pytestmark = pytest.mark.skipif(
+    not (INGEST_API.exists() and COMPACTOR.exists()),
+    reason="needs target/debug/ingest-api and target/debug/compactor (cargo build)",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class IngestApi:
+    """ingest-api on the local stream in data_dir, on a free port."""
+
+    def __init__(self, data_dir):
+        keys = subprocess.run([INGEST_API, "keys", "create", "e2e", "--rps", "10000"],
+                              capture_output=True, text=True, check=True).stdout  # fmt: skip
+        fields = dict(line.split(":", 1) for line in keys.splitlines() if ":" in line)
+        self.token, key_line = fields["token"].strip(), fields["line"].strip()
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.log = open(data_dir / "ingest-api.log", "wb")
+        self.proc = subprocess.Popen(
+            [INGEST_API, "serve", "--listen", self.url.removeprefix("http://"), "--data-dir", str(data_dir),
+             "--api-keys", key_line, "--http-workers", "2", "--linger-ms", "5"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ingest-api did not become ready: {(data_dir / 'ingest-api.log').read_text()}")
+            time.sleep(0.05)
+
+    def post(self, positions) -> dict:
+        req = urllib.request.Request(
+            f"{self.url}/v1/positions", data=json.dumps({"positions": positions}).encode(), method="POST",
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                assert r.status == 202
+                return json.load(r)
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"{e.code}: {e.read()!r}") from e
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=40)
+        self.log.close()
+
+
+def iso(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def make_positions(n_couriers: int, per_courier: int, start: datetime, seed: int) -> list[dict]:
+    out = []
+    for c in range(n_couriers):
+        for i in range(per_courier):
+            p = {
+                "event_id": str(uuid.UUID(int=(seed << 64) | (c << 32) | i)),
+                "courier_id": f"courier-{seed}-{c:03d}",
+                "lat": -23.56 + 0.001 * i + 0.01 * c,
+                "lon": -46.65 - 0.0007 * i * (1 + c % 3),
+                "recorded_at": iso(start + timedelta(minutes=7 * i + c)),
+            }
+            if i % 3:
+                p["speed_mps"] = 2.0 + (i % 7)
+                p["heading_deg"] = float((i * 37) % 360)
+                p["accuracy_m"] = 4.5
+            if i % 4 == 0:
+                p["order_id"] = f"order-{c}-{i // 4}"
+            out.append(p)
+    return out
+
+
+def send(api: IngestApi, positions: list[dict]) -> dict[str, dict]:
+    """Post in batches; re-send a few (same event_id) and one invalid position. Returns the
+    unique acknowledged positions by event_id."""
+    acked: dict[str, dict] = {}
+    for start in range(0, len(positions), 50):
+        batch = positions[start:start + 50]
+        answer = api.post(batch)
+        rejected = {r["index"] for r in answer["rejected"]}
+        for i, p in enumerate(batch):
+            if i not in rejected:
+                acked[p["event_id"]] = p
+    repeats = positions[::17]  # producer retries: same event ids again
+    invalid = [{**positions[1], "event_id": str(uuid.uuid4()), "lat": 123.0}]
+    answer = api.post(repeats + invalid)
+    assert answer["accepted"] == len(repeats) and [r["index"] for r in answer["rejected"]] == [len(repeats)]
+    return acked
+
+
+def parse_ts(s: str) -> datetime:
+    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def haversine_km(lat1, lon1, lat2, lon2):
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = math.sin((p2 - p1) / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    return 2 * 6371.0088 * math.asin(math.sqrt(min(1.0, a)))
+
+
+def expected_gold(acked: dict[str, dict]):
+    by_day = defaultdict(list)
+    for p in acked.values():
+        ts = parse_ts(p["recorded_at"])
+        by_day[(ts.date(), p["courier_id"])].append((ts, p["event_id"], p))
+    daily = {}
+    for key, items in by_day.items():
+        items.sort(key=lambda x: (x[0], x[1]))
+        dist = sum(haversine_km(a[2]["lat"], a[2]["lon"], b[2]["lat"], b[2]["lon"]) for a, b in zip(items, items[1:]))
+        speeds = [x[2]["speed_mps"] for x in items if "speed_mps" in x[2]]
+        daily[key] = (len(items), items[0][0], items[-1][0], dist, sum(speeds) / len(speeds) if speeds else None)
+    hourly = defaultdict(lambda: [set(), 0])
+    for p in acked.values():
+        hour = parse_ts(p["recorded_at"]).replace(minute=0, second=0, microsecond=0)
+        hourly[hour][0].add(p["courier_id"])
+        hourly[hour][1] += 1
+    return daily, {h: (len(c), n) for h, (c, n) in hourly.items()}
+
+
+@pytest.fixture
+def local_env(tmp_path, pg_database, monkeypatch):
+    data_dir = tmp_path / "stream"
+    data_dir.mkdir()
+    table = tmp_path / "lake" / "positions"
+    table.parent.mkdir()
+    monkeypatch.setenv("COURIER_LOCAL_MODE", "true")
+    monkeypatch.setenv("COURIER_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("COURIER_STREAM_NAME", "courier-positions")
+    monkeypatch.setenv("COURIER_TABLE_URI", str(table))
+    monkeypatch.setenv("COURIER_COMPACTOR_BIN", str(COMPACTOR))
+    monkeypatch.setenv("AIRFLOW_CONN_COURIER_WAREHOUSE", pg_database)
+    api = IngestApi(data_dir)
+    try:
+        yield {"api": api, "db": pg_database, "table": table, "tmp": tmp_path}
+    finally:
+        api.stop()
+
+
+def run_dag(dagbag, logical_date):
+    dag = dagbag.dags[DAG_ID]
+    return dag.test(logical_date=logical_date)
+
+
+def states(dag_run) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+def snapshot(db):
+    with psycopg.connect(db) as conn:
+        return {
+            t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
+            for t in ("positions", "courier_daily", "positions_hourly", "gold_dirty_dates")
+        }
+
+
+def this_hour() -> datetime:
+    return datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def test_hourly_dag_loads_exactly_the_acked_positions_and_gold_agrees(dagbag, local_env):
+    now = datetime.now(timezone.utc)
+    # Two UTC dates: yesterday evening and the last hours.
+    acked = send(local_env["api"], make_positions(4, 12, now - timedelta(hours=27), seed=1))
+    acked |= send(local_env["api"], make_positions(5, 10, now - timedelta(hours=2), seed=2))
+
+    dag_run = run_dag(dagbag, this_hour() - timedelta(hours=1))
+    assert dag_run.state == "success", states(dag_run)
+    got = states(dag_run)
+    assert got["compact_local"] == "success" and got["compact_ecs"] == "skipped"
+    assert got["notify_failure"] == "skipped"
+
+    with psycopg.connect(local_env["db"]) as conn:
+        rows = conn.execute(
+            "SELECT event_id, courier_id, lat, lon, recorded_at, speed_mps, heading_deg, accuracy_m, order_id, event_date"
+            " FROM positions"
+        ).fetchall()
+        assert len(rows) == len(acked)
+        for event_id, courier, lat, lon, recorded_at, speed, heading, accuracy, order_id, event_date in rows:
+            p = acked[event_id]
+            assert (courier, recorded_at) == (p["courier_id"], parse_ts(p["recorded_at"]))
+            # serde_json (without its float_roundtrip feature) may parse a double 1 ULP off.
+            assert (lat, lon) == (pytest.approx(p["lat"], rel=1e-14), pytest.approx(p["lon"], rel=1e-14))
+            assert (speed, heading, accuracy, order_id) == (
+                p.get("speed_mps"), p.get("heading_deg"), p.get("accuracy_m"), p.get("order_id"))
+            assert event_date == recorded_at.date()
+
+        daily, hourly = expected_gold(acked)
+        got_daily = {
+            (d, c): (n, first, last, dist, speed)
+            for d, c, n, first, last, dist, speed in conn.execute(
+                "SELECT event_date, courier_id, positions, first_seen_at, last_seen_at, distance_km, avg_speed_mps"
+                " FROM courier_daily")
+        }  # fmt: skip
+        assert set(got_daily) == set(daily)
+        assert len({d for d, _ in daily}) >= 2
+        for key, (n, first, last, dist, speed) in daily.items():
+            g = got_daily[key]
+            assert g[:3] == (n, first, last), key
+            assert g[3] == pytest.approx(dist, rel=1e-9, abs=1e-9), key
+            assert g[4] == pytest.approx(speed), key
+        got_hourly = dict((h, (a, n)) for h, a, n in conn.execute(
+            "SELECT event_hour, active_couriers, positions FROM positions_hourly"))
+        assert got_hourly == hourly
+        assert conn.execute("SELECT COUNT(*) FROM gold_dirty_dates").fetchone() == (0,)
+
+    # The same interval again: nothing new in the stream, nothing changes.
+    before = snapshot(local_env["db"])
+    again = run_dag(dagbag, this_hour() - timedelta(hours=1))
+    assert again.state == "success", states(again)
+    assert snapshot(local_env["db"]) == before
+
+
+def test_run_whose_counts_do_not_reconcile_fails_and_changes_nothing(dagbag, local_env, monkeypatch, caplog):
+    now = datetime.now(timezone.utc)
+    send(local_env["api"], make_positions(3, 6, now - timedelta(hours=2), seed=3))
+    first = run_dag(dagbag, this_hour() - timedelta(hours=1))
+    assert first.state == "success", states(first)
+    before = snapshot(local_env["db"])
+
+    # A compactor whose report claims one row more than its files hold.
+    liar = local_env["tmp"] / "lying-compactor"
+    liar.write_text(
+        f"#!{sys.executable}\n"
+        "import json, subprocess, sys\n"
+        f"p = subprocess.run([{str(COMPACTOR)!r}, *sys.argv[1:]], capture_output=True, text=True)\n"
+        "sys.stderr.write(p.stderr)\n"
+        "r = json.loads(p.stdout)\n"
+        "r['rows_written'] += 1\n"
+        "print(json.dumps(r))\n"
+        "sys.exit(p.returncode)\n"
+    )
+    liar.chmod(liar.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("COURIER_COMPACTOR_BIN", str(liar))
+    send(local_env["api"], make_positions(3, 6, now - timedelta(hours=1), seed=4))
+
+    failed = run_dag(dagbag, this_hour())
+    assert failed.state == "failed"
+    got = states(failed)
+    assert got["load_staging"] == "success"
+    assert got["check_staging_row_count"] == "failed"
+    assert got["merge_positions"] == "upstream_failed"
+    assert got["refresh_gold"] == "upstream_failed"
+    assert got["notify_failure"] == "failed"  # it ran (logged the alert) and failed the run on purpose
+    assert "FAILURE NOTIFICATION (local mode, not sent to SNS)" in caplog.text
+    assert snapshot(local_env["db"]) == before
