@@ -1,0 +1,51 @@
+# Production: redundant NAT, provisioned stream, longer retention, protected
+# load balancer.
+
+aws_region         = "eu-west-1"
+environment        = "prod"
+vpc_cidr           = "10.41.0.0/16"
+availability_zones = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+single_nat_gateway = false
+log_retention_days = 365
+
+stream_mode            = "PROVISIONED"
+stream_shard_count     = 4
+stream_retention_hours = 168
+
+dead_letter_expiration_days = 90
+force_destroy_buckets       = false
+ecr_images_to_keep          = 50
+
+alb_deletion_protection = true
+enable_waf              = true
+ingest_cpu              = 1024
+ingest_memory           = 2048
+ingest_desired_count    = 3
+ingest_min_capacity     = 3
+ingest_max_capacity     = 12
+
+compactor_cpu    = 2048
+compactor_memory = 8192
+
+redshift_base_capacity = 32
+redshift_max_capacity  = 128
+
+mwaa_environment_class = "mw1.medium"
+mwaa_min_workers       = 2
+mwaa_max_workers       = 6
+
+# Alarm after 2 h of compactor lag; retention is 7 days.
+iterator_age_threshold_ms = 7200000
+
+# --- Operator-supplied values (required, no defaults) ------------------------
+# They identify your account, domain and build, so they cannot be committed as
+# defaults. Uncomment and fill in here, or pass them at apply time, e.g.
+#   export TF_VAR_certificate_arn=arn:aws:acm:eu-west-1:<account>:certificate/<id>
+# See terraform/README.md ("Inputs an operator must supply").
+#
+# aws_account_id      = "<12-digit account id of the prod account>"
+# bucket_name_prefix  = "<globally unique prefix, e.g. yourorg-courier-prod>"
+# certificate_arn     = "<ACM certificate ARN for the prod ingest hostname, in aws_region>"
+# ingest_image_tag    = "<git commit of the ingest-api image pushed to ECR>"
+# compactor_image_tag = "<git commit of the compactor image pushed to ECR>"
+# alert_email         = "<on-call mailbox>" # optional

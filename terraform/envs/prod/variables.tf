@@ -1,0 +1,210 @@
+variable "aws_region" {
+  description = "AWS region of the environment."
+  type        = string
+}
+
+variable "aws_account_id" {
+  description = "AWS account ID the environment must be applied to (the provider refuses any other account). Operator-supplied."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[0-9]{12}$", var.aws_account_id))
+    error_message = "aws_account_id must be a 12-digit AWS account ID."
+  }
+}
+
+variable "project" {
+  description = "Project name, first part of every resource name."
+  type        = string
+  default     = "courier"
+}
+
+variable "environment" {
+  description = "Environment name, second part of every resource name."
+  type        = string
+
+  validation {
+    condition     = contains(["dev", "prod"], var.environment)
+    error_message = "environment must be dev or prod."
+  }
+}
+
+variable "tags" {
+  description = "Extra tags for every resource (Project, Environment and ManagedBy are always set)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "bucket_name_prefix" {
+  description = "Globally unique prefix of the S3 bucket names, e.g. \"<org>-courier-dev\". Operator-supplied."
+  type        = string
+}
+
+variable "certificate_arn" {
+  description = "ARN of the ACM certificate (same region) for the public ingest hostname. Operator-supplied."
+  type        = string
+}
+
+variable "ingest_image_tag" {
+  description = "Tag of the ingest-api image in ECR to deploy (immutable tags: use the git commit). Operator-supplied."
+  type        = string
+}
+
+variable "compactor_image_tag" {
+  description = "Tag of the compactor image in ECR to deploy (immutable tags: use the git commit). Operator-supplied."
+  type        = string
+}
+
+variable "alert_email" {
+  description = "E-mail address subscribed to the alerts topic, or null."
+  type        = string
+  default     = null
+}
+
+variable "vpc_cidr" {
+  description = "IPv4 CIDR block of the VPC."
+  type        = string
+}
+
+variable "availability_zones" {
+  description = "Availability zones used (3 needed by Redshift Serverless)."
+  type        = list(string)
+}
+
+variable "single_nat_gateway" {
+  description = "One shared NAT gateway (true) or one per availability zone (false)."
+  type        = bool
+}
+
+variable "log_retention_days" {
+  description = "Retention in days of the CloudWatch log groups (flow logs, containers, WAF)."
+  type        = number
+}
+
+variable "stream_mode" {
+  description = "Kinesis capacity mode: ON_DEMAND or PROVISIONED."
+  type        = string
+}
+
+variable "stream_shard_count" {
+  description = "Kinesis shard count, used only with PROVISIONED."
+  type        = number
+  default     = 1
+}
+
+variable "stream_retention_hours" {
+  description = "Kinesis retention in hours."
+  type        = number
+}
+
+variable "dead_letter_expiration_days" {
+  description = "Days dead-letter records are kept in the lake bucket."
+  type        = number
+}
+
+variable "force_destroy_buckets" {
+  description = "Allow terraform destroy to delete non-empty buckets and repositories (throw-away environments only)."
+  type        = bool
+  default     = false
+}
+
+variable "ecr_images_to_keep" {
+  description = "Number of images each ECR repository keeps."
+  type        = number
+  default     = 30
+}
+
+variable "alb_deletion_protection" {
+  description = "Deletion protection of the ingest load balancer."
+  type        = bool
+}
+
+variable "enable_waf" {
+  description = "Attach the WAF web ACL to the ingest load balancer."
+  type        = bool
+  default     = true
+}
+
+variable "ingest_cpu" {
+  description = "CPU units of an ingest-api task."
+  type        = number
+}
+
+variable "ingest_memory" {
+  description = "Memory (MiB) of an ingest-api task."
+  type        = number
+}
+
+variable "ingest_desired_count" {
+  description = "Initial number of ingest-api tasks."
+  type        = number
+}
+
+variable "ingest_min_capacity" {
+  description = "Minimum number of ingest-api tasks."
+  type        = number
+}
+
+variable "ingest_max_capacity" {
+  description = "Maximum number of ingest-api tasks."
+  type        = number
+}
+
+variable "ingest_extra_environment" {
+  description = "Extra non-secret environment variables of the ingest-api container (e.g. RUST_LOG)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "compactor_cpu" {
+  description = "CPU units of a compactor task."
+  type        = number
+}
+
+variable "compactor_memory" {
+  description = "Memory (MiB) of a compactor task."
+  type        = number
+}
+
+variable "compactor_extra_environment" {
+  description = "Extra non-secret environment variables of the compactor container (e.g. RUST_LOG)."
+  type        = map(string)
+  default     = {}
+}
+
+variable "redshift_base_capacity" {
+  description = "Base RPUs of the Redshift Serverless workgroup."
+  type        = number
+}
+
+variable "redshift_max_capacity" {
+  description = "Maximum RPUs of the Redshift Serverless workgroup, or null."
+  type        = number
+  default     = null
+}
+
+variable "mwaa_environment_class" {
+  description = "MWAA environment class."
+  type        = string
+}
+
+variable "mwaa_min_workers" {
+  description = "Minimum MWAA workers."
+  type        = number
+}
+
+variable "mwaa_max_workers" {
+  description = "Maximum MWAA workers."
+  type        = number
+}
+
+variable "mwaa_webserver_access_cidr_blocks" {
+  description = "CIDR blocks (VPN) allowed to reach the private Airflow web server."
+  type        = list(string)
+  default     = []
+}
+
+variable "iterator_age_threshold_ms" {
+  description = "Kinesis iterator age alarm threshold in milliseconds."
+  type        = number
+}
