@@ -22,7 +22,8 @@ help:
 demo:
 	scripts/demo.sh
 
-# Python tools for the tests: moto_server (a real Kinesis and S3 API server), hadolint.
+# Python tools for the tests: moto_server (a real Kinesis and S3 API server), hadolint,
+# check-jsonschema (docker-compose.yml against the Compose specification).
 tools: $(TEST_VENV)/.requirements.stamp
 $(TEST_VENV)/.requirements.stamp: tests/requirements-tools.txt scripts/ensure-venv.sh
 	scripts/ensure-venv.sh $(TEST_VENV) tests/requirements-tools.txt
@@ -62,6 +63,7 @@ test-infra: tools
 	scripts/check-terraform.sh
 	$(TEST_VENV)/bin/hadolint services/*/Dockerfile
 	@echo "hadolint: Dockerfiles clean"
+	$(TEST_VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
 test: lint test-rust test-demo test-browser test-airflow test-infra
 	@echo "make test: all checks passed"
