@@ -8,9 +8,14 @@ pub const EXIT_OK: u8 = 0;
 /// Exit code: the run failed; nothing was committed (or the commit's outcome is
 /// reported in the error).
 pub const EXIT_ERROR: u8 = 1;
+/// Exit code: bad command line or configuration.
+pub const EXIT_USAGE: u8 = 2;
 /// Exit code: another run committed this run number first; this run committed
 /// nothing.
 pub const EXIT_ALREADY_COMMITTED: u8 = 3;
+/// Exit code: stopped by SIGTERM or SIGINT before its commit; this run
+/// committed nothing (rerun it).
+pub const EXIT_INTERRUPTED: u8 = 4;
 
 /// Errors of a compactor run.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +40,31 @@ pub enum CompactorError {
         #[source]
         source: Box<DeltaTableError>,
     },
+    /// A Kinesis call failed (after retries).
+    #[error("kinesis stream {stream}: {operation} failed: {message}")]
+    Kinesis {
+        /// Stream name.
+        stream: String,
+        /// The API operation.
+        operation: &'static str,
+        /// The error with its context.
+        message: String,
+    },
+    /// An object store (S3 or local directory) operation failed.
+    #[error("{context}: {source}")]
+    Storage {
+        /// What was being done, with the location.
+        context: String,
+        /// The object store error.
+        #[source]
+        source: Box<deltalake::ObjectStoreError>,
+    },
+    /// The configuration is not usable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// SIGTERM or SIGINT arrived before the commit; nothing was committed.
+    #[error("interrupted by {0} before the commit; this run committed nothing (run it again)")]
+    Interrupted(&'static str),
     /// A file operation failed.
     #[error("{context}: {source}")]
     Io {
@@ -84,6 +114,8 @@ impl CompactorError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::AlreadyCommitted { .. } => EXIT_ALREADY_COMMITTED,
+            Self::Config(_) => EXIT_USAGE,
+            Self::Interrupted(_) => EXIT_INTERRUPTED,
             _ => EXIT_ERROR,
         }
     }

@@ -42,11 +42,16 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod location;
+pub mod maintenance;
 pub mod run;
+pub mod source;
 pub mod table;
 
 pub use error::CompactorError;
+pub use location::Location;
 pub use run::{Prepared, RunConfig, RunReport, StatusReport, prepare, run, status};
+pub use source::SourceConfig;
 
 /// The application id of the compactor of `stream`.
 pub fn app_id(stream: &str) -> String {

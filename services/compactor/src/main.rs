@@ -2,16 +2,25 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use compactor::error::{EXIT_ERROR, EXIT_OK};
-use compactor::{CompactorError, RunConfig};
+use clap::{Parser, Subcommand, ValueEnum};
+use compactor::error::{EXIT_ERROR, EXIT_OK, EXIT_USAGE};
+use compactor::maintenance::{OptimizeConfig, VacuumConfig};
+use compactor::{CompactorError, Location, RunConfig, SourceConfig};
 
 /// Compacts the courier position stream into a Delta table, exactly once.
 ///
+/// Every flag can also be set by the environment variable named in its help
+/// (flags win). AWS access (Kinesis, S3) uses the standard AWS configuration
+/// chain: AWS_REGION, credentials from the environment, profile or task role,
+/// and AWS_ENDPOINT_URL (with AWS_ALLOW_HTTP=true) for a local server.
+///
 /// Exit codes: 0 ok (also when there was nothing to do); 1 error (nothing
-/// committed unless the error says otherwise); 3 another run committed this
-/// run number first (this run committed nothing).
+/// committed unless the error says otherwise); 2 bad usage or configuration;
+/// 3 another run committed this run number first (this run committed
+/// nothing); 4 interrupted by SIGTERM/SIGINT before the commit (nothing
+/// committed; run again).
 ///
 /// Table columns, in this fixed order (Redshift COPY matches Parquet columns by
 /// position): event_id string, courier_id string, lat double, lon double,
@@ -22,21 +31,59 @@ use compactor::{CompactorError, RunConfig};
 #[derive(Debug, Parser)]
 #[command(name = "compactor", version, about, long_about)]
 struct Cli {
+    /// Log format on stderr: `text` for people, `json` for CloudWatch.
+    #[arg(long, env = "COMPACTOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum SourceKind {
+    /// The local stream of ingest-api (needs --data-dir).
+    Local,
+    /// An Amazon Kinesis data stream.
+    Kinesis,
+}
+
 #[derive(Debug, clap::Args)]
-struct Common {
-    /// Data directory of the local stream.
+struct TableArgs {
+    /// The Delta table: a local directory (created if missing) or s3://bucket/prefix.
+    #[arg(long, env = "COMPACTOR_TABLE_URI")]
+    table_uri: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct StreamArgs {
+    /// Which stream to read.
+    #[arg(long, env = "COMPACTOR_SOURCE", value_enum, default_value_t = SourceKind::Local)]
+    source: SourceKind,
+    /// Data directory of the local stream (with --source local).
     #[arg(long, env = "COMPACTOR_DATA_DIR")]
-    data_dir: PathBuf,
-    /// Name of the local stream.
+    data_dir: Option<PathBuf>,
+    /// Name of the stream.
     #[arg(long, env = "COMPACTOR_STREAM_NAME")]
     stream_name: String,
-    /// Path of the Delta table (a local directory; created if missing).
-    #[arg(long, env = "COMPACTOR_TABLE_URI")]
-    table_uri: PathBuf,
+}
+
+impl StreamArgs {
+    fn source(&self) -> Result<SourceConfig, CompactorError> {
+        match (self.source, &self.data_dir) {
+            (SourceKind::Kinesis, _) => Ok(SourceConfig::Kinesis),
+            (SourceKind::Local, Some(dir)) => Ok(SourceConfig::Local {
+                data_dir: dir.clone(),
+            }),
+            (SourceKind::Local, None) => Err(CompactorError::Config(
+                "--source local needs --data-dir (COMPACTOR_DATA_DIR), the directory ingest-api writes its stream to".into(),
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,7 +92,9 @@ enum Command {
     /// the new positions to the table in one commit, print a JSON run report.
     Run {
         #[command(flatten)]
-        common: Common,
+        stream: StreamArgs,
+        #[command(flatten)]
+        table: TableArgs,
         /// Read at most this many records per shard in this run.
         #[arg(long, env = "COMPACTOR_MAX_RECORDS")]
         max_records: Option<u64>,
@@ -53,18 +102,71 @@ enum Command {
         /// compactor commits (plus everything in this run).
         #[arg(long, env = "COMPACTOR_DEDUP_COMMITS", default_value_t = 24)]
         dedup_commits: usize,
-        /// Where the dead-letter files (`run-<run>.jsonl`) go. Default:
-        /// `<table-uri>_dead_letter`.
+        /// Where the dead-letter files (`run-<run>.jsonl`) go: a directory or
+        /// s3:// prefix. Default: `<table-uri>_dead_letter`.
         #[arg(long, env = "COMPACTOR_DEAD_LETTER_URI")]
-        dead_letter_uri: Option<PathBuf>,
+        dead_letter_uri: Option<String>,
+        /// Where the COPY manifests (`v<table version>.json`) go: a directory
+        /// or s3:// prefix. Default: `<table-uri>/_manifests`.
+        #[arg(long, env = "COMPACTOR_MANIFEST_URI")]
+        manifest_uri: Option<String>,
         /// Finish the Parquet files (one per date partition) after about this many rows.
         #[arg(long, env = "COMPACTOR_TARGET_FILE_ROWS", default_value_t = 1_000_000)]
         target_file_rows: u64,
+        /// Log the progress every this many seconds.
+        #[arg(long, env = "COMPACTOR_PROGRESS_SECS", default_value_t = 10)]
+        progress_secs: u64,
     },
-    /// Print the table version, checkpoints, row count and lag per shard as JSON.
+    /// Print the table version, row and file counts, and per shard the
+    /// checkpoint and the lag, as JSON.
     Status {
         #[command(flatten)]
-        common: Common,
+        stream: StreamArgs,
+        #[command(flatten)]
+        table: TableArgs,
+    },
+    /// List the committed runs after a table version (all when omitted) as a
+    /// JSON array: version, run, checkpoints, counts and manifest of each.
+    /// A loader that lost a run's stdout finds every run here.
+    Runs {
+        #[command(flatten)]
+        table: TableArgs,
+        /// Name of the stream whose runs to list.
+        #[arg(long, env = "COMPACTOR_STREAM_NAME")]
+        stream_name: String,
+        /// Only runs committed after this table version.
+        #[arg(long)]
+        after_version: Option<u64>,
+        /// Where the COPY manifests are. Default: `<table-uri>/_manifests`.
+        #[arg(long, env = "COMPACTOR_MANIFEST_URI")]
+        manifest_uri: Option<String>,
+    },
+    /// Rewrite the small files of each date partition into files of about the
+    /// target size, in one commit that changes no data.
+    Optimize {
+        #[command(flatten)]
+        table: TableArgs,
+        /// Target file size in MiB; files at least this big are left alone.
+        #[arg(long, env = "COMPACTOR_TARGET_FILE_MIB", default_value_t = 128)]
+        target_file_mib: u64,
+        /// Only partitions with at least this many small files are rewritten.
+        #[arg(long, env = "COMPACTOR_OPTIMIZE_MIN_FILES", default_value_t = 2)]
+        min_files: usize,
+    },
+    /// Delete files no table version within the retention references, and
+    /// files that were never committed (a crashed run's), once older than the
+    /// retention.
+    Vacuum {
+        #[command(flatten)]
+        table: TableArgs,
+        /// Keep files removed less than this many hours ago (time travel,
+        /// readers still on an older version, the dedup window, runs in
+        /// progress). At least 1.
+        #[arg(long, env = "COMPACTOR_VACUUM_RETENTION_HOURS", default_value_t = 168)]
+        retention_hours: u64,
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -77,58 +179,164 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CompactorError> {
     Ok(())
 }
 
-async fn execute(cli: Cli) -> Result<(), CompactorError> {
-    match cli.command {
+/// Resolves on SIGTERM (ECS stopping the task) or SIGINT, with its name.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
+
+async fn execute(command: Command) -> Result<(), CompactorError> {
+    match command {
         Command::Run {
-            common,
+            stream,
+            table,
             max_records,
             dedup_commits,
             dead_letter_uri,
+            manifest_uri,
             target_file_rows,
+            progress_secs,
         } => {
-            let mut config =
-                RunConfig::new(&common.data_dir, &common.stream_name, &common.table_uri);
+            let mut config = RunConfig::with(
+                stream.source()?,
+                &stream.stream_name,
+                Location::parse(&table.table_uri)?,
+            );
             config.max_records = max_records;
             config.dedup_commits = dedup_commits;
             config.target_file_rows = target_file_rows.max(1);
-            if let Some(dir) = dead_letter_uri {
-                config.dead_letter_dir = dir;
+            config.progress_every = Duration::from_secs(progress_secs.max(1));
+            if let Some(uri) = dead_letter_uri {
+                config.dead_letters = Location::parse(&uri)?;
             }
-            let report = compactor::run(config).await?;
+            if let Some(uri) = manifest_uri {
+                config.manifests = Location::parse(&uri)?;
+            }
+            let report = compactor::run::run_until(config, shutdown_signal()).await?;
             tracing::info!(
                 run = report.run,
                 committed = report.committed,
                 records = report.records_read,
+                positions = report.positions_decoded,
                 rows = report.rows_written,
                 duplicates = report.duplicates_dropped,
                 dead_lettered = report.dead_lettered,
                 files = report.files_added,
                 version = report.table_version,
+                manifest = report.manifest.as_deref().unwrap_or(""),
+                checkpoints = ?report.checkpoints,
                 duration_ms = report.duration_ms,
                 "compactor run finished"
             );
             print_json(&report)
         }
-        Command::Status { common } => {
+        Command::Status { stream, table } => {
+            let report = compactor::status(
+                &stream.source()?,
+                &stream.stream_name,
+                &Location::parse(&table.table_uri)?,
+            )
+            .await?;
+            print_json(&report)
+        }
+        Command::Runs {
+            table,
+            stream_name,
+            after_version,
+            manifest_uri,
+        } => {
+            let table = Location::parse(&table.table_uri)?;
+            let manifests = match manifest_uri {
+                Some(uri) => Location::parse(&uri)?,
+                None => compactor::run::default_manifests(&table),
+            };
+            let runs =
+                compactor::run::runs(&table, &stream_name, after_version, &manifests).await?;
+            print_json(&runs)
+        }
+        Command::Optimize {
+            table,
+            target_file_mib,
+            min_files,
+        } => {
+            let config = OptimizeConfig {
+                target_file_bytes: target_file_mib.max(1) * 1024 * 1024,
+                min_files: min_files.max(2),
+            };
             let report =
-                compactor::status(&common.data_dir, &common.stream_name, &common.table_uri).await?;
+                compactor::maintenance::optimize(&Location::parse(&table.table_uri)?, &config)
+                    .await?;
+            tracing::info!(
+                partitions = report.partitions_optimized,
+                removed = report.files_removed,
+                added = report.files_added,
+                version = ?report.table_version,
+                "optimize finished"
+            );
+            print_json(&report)
+        }
+        Command::Vacuum {
+            table,
+            retention_hours,
+            dry_run,
+        } => {
+            if retention_hours < 1 {
+                return Err(CompactorError::Config(
+                    "--retention-hours must be at least 1: files younger than that may belong to a run that has not committed yet".into(),
+                ));
+            }
+            let config = VacuumConfig {
+                retention: Duration::from_secs(retention_hours * 3600),
+                dry_run,
+            };
+            let report =
+                compactor::maintenance::vacuum(&Location::parse(&table.table_uri)?, &config)
+                    .await?;
+            tracing::info!(
+                deleted = report.files_deleted.len(),
+                dry_run,
+                "vacuum finished"
+            );
             print_json(&report)
         }
     }
 }
 
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn,aws_config=warn",
+        )
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(
-                    "info,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn",
-                )
-            }),
-        )
-        .init();
+    init_logs(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -139,11 +347,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    match runtime.block_on(execute(cli)) {
+    match runtime.block_on(execute(cli.command)) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {
-            tracing::error!(error = %e, "compactor failed");
-            ExitCode::from(e.exit_code())
+            let code = e.exit_code();
+            tracing::error!(error = %e, exit_code = code, "compactor failed");
+            if code == EXIT_USAGE {
+                eprintln!("error: {e}");
+            }
+            ExitCode::from(code)
         }
     }
 }

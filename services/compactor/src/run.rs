@@ -2,11 +2,10 @@
 //! dedup, write Parquet and dead letters) and [`Prepared::commit`] (the single
 //! Delta commit, the manifest, the trim). [`run`] does both.
 
-use std::collections::{BTreeMap, HashSet};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow::array::{
     ArrayRef, Date32Builder, Float64Builder, RecordBatch, StringBuilder,
@@ -16,62 +15,85 @@ use arrow::datatypes::SchemaRef;
 use base64::Engine as _;
 use courier_model::avro::{AvroPosition, decode_record};
 use courier_model::position::TimeRules;
-use courier_model::stream::local::LocalStreamReader;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::logstore::object_store::buffered::BufWriter;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use tokio::io::AsyncWriteExt as _;
+
+use crate::location::Location;
+use crate::source::{self, Source, SourceConfig};
 use crate::table::{self, AddedFile, TableState, keys};
 use crate::{CompactorError, SequenceNumber, app_id};
 
 /// Rows per Arrow RecordBatch handed to the Parquet writer.
 pub const BATCH_ROWS: usize = 65_536;
-/// Records read from the stream per call.
-const READ_RECORDS: u64 = 1_000;
 
 /// What a run does.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
-    /// The local stream's data directory.
-    pub data_dir: PathBuf,
+    /// The stream to read.
+    pub source: SourceConfig,
     /// The stream name.
     pub stream_name: String,
-    /// The Delta table directory.
-    pub table_dir: PathBuf,
+    /// The Delta table.
+    pub table: Location,
     /// At most this many records per shard per run (default: to the end).
     pub max_records: Option<u64>,
     /// The dedup window: the files added by this many last compactor commits.
     pub dedup_commits: usize,
     /// Where dead-letter files go (default: `<table>_dead_letter`).
-    pub dead_letter_dir: PathBuf,
+    pub dead_letters: Location,
+    /// Where the COPY manifests go (default: `<table>/_manifests`).
+    pub manifests: Location,
     /// Roll a new set of Parquet files after about this many rows.
     pub target_file_rows: u64,
+    /// Log the progress this often.
+    pub progress_every: Duration,
 }
 
 impl RunConfig {
-    /// A configuration with the defaults.
+    /// A run of the local stream under `data_dir` into the local table `table_dir`.
     pub fn new(data_dir: &Path, stream_name: &str, table_dir: &Path) -> Self {
+        Self::with(
+            SourceConfig::Local {
+                data_dir: data_dir.to_owned(),
+            },
+            stream_name,
+            Location::local(table_dir),
+        )
+    }
+
+    /// A run of `source` into `table`, with the defaults.
+    pub fn with(source: SourceConfig, stream_name: &str, table: Location) -> Self {
         Self {
-            data_dir: data_dir.to_owned(),
+            source,
             stream_name: stream_name.to_owned(),
-            table_dir: table_dir.to_owned(),
+            dead_letters: default_dead_letters(&table),
+            manifests: default_manifests(&table),
+            table,
             max_records: None,
             dedup_commits: 24,
-            dead_letter_dir: default_dead_letter_dir(table_dir),
             target_file_rows: 1_000_000,
+            progress_every: Duration::from_secs(10),
         }
     }
 }
 
 /// `<table>_dead_letter`, beside the table.
-pub fn default_dead_letter_dir(table_dir: &Path) -> PathBuf {
-    let mut s = table_dir.as_os_str().to_owned();
-    s.push("_dead_letter");
-    PathBuf::from(s)
+pub fn default_dead_letters(table: &Location) -> Location {
+    table.with_suffix("_dead_letter")
+}
+
+/// `<table>/_manifests` (a hidden directory of the table: Delta readers and
+/// `vacuum` leave directories starting with `_` alone).
+pub fn default_manifests(table: &Location) -> Location {
+    table.child(table::MANIFEST_DIR)
 }
 
 /// The JSON run report printed on stdout.
@@ -114,6 +136,7 @@ pub struct RunReport {
 /// A run after [`prepare`]: Parquet written, nothing committed yet.
 pub struct Prepared {
     config: RunConfig,
+    source: Source,
     table: DeltaTable,
     state: TableState,
     adds: Vec<Add>,
@@ -225,75 +248,84 @@ fn avro_json(p: &AvroPosition) -> Value {
 }
 
 struct DeadLetters {
-    final_path: PathBuf,
-    tmp_path: PathBuf,
-    out: Option<std::io::BufWriter<std::fs::File>>,
+    location: Location,
+    name: String,
+    out: Option<BufWriter>,
+    line: Vec<u8>,
     count: u64,
 }
 
 impl DeadLetters {
-    fn new(dir: &Path, run: i64) -> Self {
-        let final_path = dir.join(format!("run-{run:020}.jsonl"));
+    fn new(location: Location, run: i64) -> Self {
         Self {
-            tmp_path: final_path.with_extension("jsonl.tmp"),
-            final_path,
+            location,
+            name: format!("run-{run:020}.jsonl"),
             out: None,
+            line: Vec::new(),
             count: 0,
         }
     }
 
-    fn push(&mut self, entry: Value) -> Result<(), CompactorError> {
-        if self.out.is_none() {
-            if let Some(dir) = self.tmp_path.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| CompactorError::io(format!("create {}", dir.display()), e))?;
+    async fn push(&mut self, entry: Value) -> Result<(), CompactorError> {
+        let out = match &mut self.out {
+            Some(out) => out,
+            None => {
+                let store = self.location.store()?;
+                self.out.insert(BufWriter::new(
+                    store,
+                    deltalake::Path::from(self.name.as_str()),
+                ))
             }
-            let file = std::fs::File::create(&self.tmp_path).map_err(|e| {
-                CompactorError::io(format!("create {}", self.tmp_path.display()), e)
-            })?;
-            self.out = Some(std::io::BufWriter::new(file));
-        }
-        if let Some(out) = self.out.as_mut() {
-            serde_json::to_writer(&mut *out, &entry)
-                .map_err(std::io::Error::from)
-                .and_then(|_| out.write_all(b"\n"))
-                .map_err(|e| CompactorError::io(format!("write {}", self.tmp_path.display()), e))?;
-        }
+        };
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, &entry)
+            .map_err(|e| CompactorError::State(format!("serialize a dead letter: {e}")))?;
+        self.line.push(b'\n');
+        out.write_all(&self.line).await.map_err(|e| {
+            CompactorError::io(format!("write {}", self.location.display_of(&self.name)), e)
+        })?;
         self.count += 1;
         Ok(())
     }
 
-    /// Makes the file durable under its final name (overwriting a crashed
-    /// attempt's), or removes a stale one when there is nothing to report.
-    fn finish(self) -> Result<Option<PathBuf>, CompactorError> {
-        let ctx = |p: &Path| format!("finish {}", p.display());
+    /// Completes the upload (an object store write is atomic: a crashed
+    /// attempt leaves no partial file under the final name, and a rerun of the
+    /// same run number replaces it), or deletes a stale file of a crashed
+    /// attempt when there is nothing to report.
+    async fn finish(self) -> Result<Option<String>, CompactorError> {
         match self.out {
-            Some(out) => {
-                let file = out
-                    .into_inner()
-                    .map_err(|e| CompactorError::io(ctx(&self.tmp_path), e.into_error()))?;
-                file.sync_all()
-                    .and_then(|_| std::fs::rename(&self.tmp_path, &self.final_path))
-                    .map_err(|e| CompactorError::io(ctx(&self.final_path), e))?;
-                Ok(Some(self.final_path))
+            Some(mut out) => {
+                out.shutdown().await.map_err(|e| {
+                    CompactorError::io(
+                        format!("finish {}", self.location.display_of(&self.name)),
+                        e,
+                    )
+                })?;
+                Ok(Some(self.location.display_of(&self.name)))
             }
             None => {
-                match std::fs::remove_file(&self.final_path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(CompactorError::io(ctx(&self.final_path), e)),
-                }
+                self.location.delete(&self.name).await?;
                 Ok(None)
             }
         }
     }
 }
 
-fn stream_err(stream: &str) -> impl Fn(courier_model::stream::StreamError) -> CompactorError + '_ {
-    move |source| CompactorError::Stream {
-        stream: stream.to_owned(),
-        source,
-    }
+fn undecodable(
+    shard_id: &str,
+    seq: &SequenceNumber,
+    index: Option<usize>,
+    error: String,
+    data: &[u8],
+) -> Value {
+    json!({
+        "kind": "undecodable",
+        "reasons": [error],
+        "shard_id": shard_id,
+        "sequence_number": seq.as_str(),
+        "datum_index": index,
+        "data_base64": base64::engine::general_purpose::STANDARD.encode(data),
+    })
 }
 
 /// Stage one: reads every shard from its checkpoint to its end as of now (or
@@ -301,27 +333,42 @@ fn stream_err(stream: &str) -> impl Fn(courier_model::stream::StreamError) -> Co
 /// (not yet referenced by the table) and the dead letters.
 pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
     let started = Instant::now();
+    let run_started = chrono::Utc::now();
     let app = app_id(&config.stream_name);
-    let uri = config.table_dir.display().to_string();
-    let table = table::open_or_create(&config.table_dir).await?;
+    let uri = config.table.to_string();
+    let table = table::open_or_create(&config.table).await?;
     let state = table::read_state(&table, &app, config.dedup_commits).await?;
     // Recover a manifest lost to a crash right after the previous commit.
     if let Some(last) = state.commits.first()
         && !last.adds.is_empty()
-        && !table::manifest_path(&config.table_dir, last.version).exists()
+        && !config
+            .manifests
+            .exists(&table::manifest_name(last.version))
+            .await?
     {
-        table::write_manifest(&table, &config.table_dir, last.version, &last.adds)?;
+        tracing::info!(
+            version = last.version,
+            "writing the manifest a previous run did not finish"
+        );
+        table::write_manifest(&table, &config.manifests, last.version, &last.adds).await?;
     }
     let window = &state.commits[..config.dedup_commits.min(state.commits.len())];
     let mut seen = table::window_ids(&table, window).await?;
     let run = state.run + 1;
+    tracing::info!(
+        table = %uri,
+        stream = %config.stream_name,
+        run,
+        table_version = state.version,
+        dedup_window_ids = seen.len(),
+        "compactor run started"
+    );
 
-    let reader = LocalStreamReader::open(&config.data_dir, &config.stream_name)
-        .map_err(stream_err(&config.stream_name))?;
+    let source = Source::open(&config.source, &config.stream_name).await?;
     let mut writer = RecordBatchWriter::for_table(&table)
         .map_err(|e| CompactorError::delta(&uri, "create the writer", e))?;
     let mut rows = Rows::new(writer.arrow_schema());
-    let mut dead = DeadLetters::new(&config.dead_letter_dir, run);
+    let mut dead = DeadLetters::new(config.dead_letters.clone(), run);
     let mut report = RunReport {
         stream: config.stream_name.clone(),
         table: uri.clone(),
@@ -332,37 +379,24 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
     let mut rows_in_files = 0u64;
     let mut checkpoints = state.checkpoints.clone();
     let rules = TimeRules::default();
+    let shards = source.shards().await?;
+    let mut finished: HashMap<String, bool> =
+        shards.iter().map(|s| (s.shard_id.clone(), false)).collect();
+    let mut last_progress = Instant::now();
 
-    for shard in reader.map().shards() {
+    for shard in &shards {
         let shard_id = shard.shard_id.as_str();
-        let after = match state.checkpoints.get(shard_id) {
-            Some(seq) => Some(seq.to_u64().ok_or_else(|| {
-                CompactorError::State(format!(
-                    "checkpoint {seq} of {shard_id} does not fit a local sequence number"
-                ))
-            })?),
-            None => None,
-        };
-        let latest = reader
-            .latest_sequence(shard_id)
-            .map_err(stream_err(&config.stream_name))?
-            .unwrap_or(0);
-        let start = after.unwrap_or(0);
-        let mut target = latest;
-        if let Some(max) = config.max_records {
-            target = target.min(start.saturating_add(max));
-        }
-        if target <= start {
+        if !source::readable(shard, &finished) {
+            tracing::info!(shard = shard_id, parents = ?shard.parents, "a parent shard is not read to its end yet; this shard waits for a later run");
             continue;
         }
-        let mut cursor = reader
-            .cursor(shard_id, after)
-            .map_err(stream_err(&config.stream_name))?;
-        while cursor.position() < target {
-            let want = (target - cursor.position()).min(READ_RECORDS);
-            let batch = cursor
-                .next_batch(usize::try_from(want).unwrap_or(usize::MAX))
-                .map_err(stream_err(&config.stream_name))?;
+        let after = state.checkpoints.get(shard_id);
+        let mut reader = source
+            .open_shard(shard_id, after, config.max_records, run_started)
+            .await?;
+        let mut last_seq = after.cloned();
+        loop {
+            let batch = reader.next_batch().await?;
             if batch.is_empty() {
                 break;
             }
@@ -372,14 +406,15 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
                 let datums = match decode_record(&record.data) {
                     Ok(d) => d,
                     Err(e) => {
-                        dead.push(json!({
-                            "kind": "undecodable",
-                            "reasons": [e.to_string()],
-                            "shard_id": shard_id,
-                            "sequence_number": seq.to_string(),
-                            "datum_index": null,
-                            "data_base64": base64::engine::general_purpose::STANDARD.encode(&record.data),
-                        }))?;
+                        dead.push(undecodable(
+                            shard_id,
+                            &seq,
+                            None,
+                            e.to_string(),
+                            &record.data,
+                        ))
+                        .await?;
+                        last_seq = Some(seq);
                         continue;
                     }
                 };
@@ -387,14 +422,14 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
                     let avro = match datum {
                         Ok(a) => a,
                         Err(e) => {
-                            dead.push(json!({
-                                "kind": "undecodable",
-                                "reasons": [e.to_string()],
-                                "shard_id": shard_id,
-                                "sequence_number": seq.to_string(),
-                                "datum_index": index,
-                                "data_base64": base64::engine::general_purpose::STANDARD.encode(&record.data),
-                            }))?;
+                            dead.push(undecodable(
+                                shard_id,
+                                &seq,
+                                Some(index),
+                                e.to_string(),
+                                &record.data,
+                            ))
+                            .await?;
                             continue;
                         }
                     };
@@ -408,10 +443,11 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
                                 "kind": "invalid",
                                 "reasons": reasons,
                                 "shard_id": shard_id,
-                                "sequence_number": seq.to_string(),
+                                "sequence_number": seq.as_str(),
                                 "datum_index": index,
                                 "position": avro_json(&avro),
-                            }))?;
+                            }))
+                            .await?;
                             continue;
                         }
                     };
@@ -431,10 +467,26 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
                         }
                     }
                 }
+                last_seq = Some(seq);
+            }
+            if last_progress.elapsed() >= config.progress_every {
+                last_progress = Instant::now();
+                tracing::info!(
+                    shard = shard_id,
+                    records_read = report.records_read,
+                    positions = report.positions_decoded,
+                    rows = report.rows_written + rows.len as u64,
+                    duplicates = report.duplicates_dropped,
+                    dead_lettered = dead.count,
+                    "progress"
+                );
             }
         }
-        if cursor.position() > start {
-            checkpoints.insert(shard_id.to_owned(), SequenceNumber::from(cursor.position()));
+        finished.insert(shard_id.to_owned(), reader.finished());
+        if let Some(seq) = last_seq
+            && Some(&seq) != after
+        {
+            checkpoints.insert(shard_id.to_owned(), seq);
         }
     }
     if rows.len > 0 {
@@ -444,7 +496,7 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
     }
     adds.extend(flush(&mut writer, &uri).await?);
     report.dead_lettered = dead.count;
-    report.dead_letter_file = dead.finish()?.map(|p| p.display().to_string());
+    report.dead_letter_file = dead.finish().await?;
     report.files_added = adds.len() as u64;
     report.table_version = state.version;
     report.checkpoints = checkpoints
@@ -453,6 +505,7 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
         .collect();
     Ok(Prepared {
         config,
+        source,
         table,
         state,
         adds,
@@ -512,7 +565,7 @@ impl Prepared {
             return Ok(self.finish_report());
         }
         if precheck {
-            let committed = current_txn(&self.config.table_dir, &app).await?;
+            let committed = current_txn(&self.config.table, &app).await?;
             if committed >= run || committed != self.state.run {
                 return Err(CompactorError::AlreadyCommitted {
                     app_id: app,
@@ -536,6 +589,7 @@ impl Prepared {
                 ),
                 (keys::RUN.to_owned(), Value::from(run)),
                 (keys::CHECKPOINTS.to_owned(), Value::Object(checkpoints)),
+                (keys::REPORT.to_owned(), self.committed_counts()),
             ]);
         let actions: Vec<Action> = self.adds.iter().cloned().map(Action::Add).collect();
         let operation = DeltaOperation::Write {
@@ -558,7 +612,7 @@ impl Prepared {
             Err(DeltaTableError::Transaction {
                 source: TransactionError::CommitConflict(conflict),
             }) => {
-                let committed = current_txn(&self.config.table_dir, &app).await?;
+                let committed = current_txn(&self.config.table, &app).await?;
                 if committed >= run {
                     return Err(CompactorError::AlreadyCommitted {
                         app_id: app,
@@ -580,24 +634,28 @@ impl Prepared {
         self.report.table_version = version;
         if !self.adds.is_empty() {
             let files: Vec<AddedFile> = self.adds.iter().map(AddedFile::from).collect();
-            let path = table::write_manifest(&self.table, &self.config.table_dir, version, &files)?;
-            self.report.manifest = Some(path.display().to_string());
+            let manifest =
+                table::write_manifest(&self.table, &self.config.manifests, version, &files).await?;
+            self.report.manifest = Some(manifest);
         }
-        // Retention: the committed checkpoints cover these segments.
-        let reader = LocalStreamReader::open(&self.config.data_dir, &self.config.stream_name)
-            .map_err(stream_err(&self.config.stream_name))?;
-        for (shard, seq) in &self.checkpoints {
-            let Some(through) = seq.to_u64() else {
-                continue;
-            };
-            match reader.trim(shard, through) {
-                Ok(n) => self.report.segments_trimmed += n as u64,
-                Err(e) => {
-                    tracing::warn!(shard = %shard, error = %e, "trim failed; retried next run")
-                }
-            }
-        }
+        // Retention of the local stream: the committed checkpoints cover these segments.
+        self.report.segments_trimmed = self.source.trim(&self.checkpoints);
         Ok(self.finish_report())
+    }
+
+    /// The counts of the run, kept in the commit itself (`courier.report`) so
+    /// that `compactor runs` can list every run even when its stdout was lost.
+    fn committed_counts(&self) -> Value {
+        let r = &self.report;
+        json!({
+            "records_read": r.records_read,
+            "positions_decoded": r.positions_decoded,
+            "duplicates_dropped": r.duplicates_dropped,
+            "dead_lettered": r.dead_lettered,
+            "rows_written": r.rows_written,
+            "files_added": r.files_added,
+            "dead_letter_file": r.dead_letter_file,
+        })
     }
 
     fn finish_report(mut self) -> RunReport {
@@ -606,8 +664,8 @@ impl Prepared {
     }
 }
 
-async fn current_txn(table_dir: &Path, app: &str) -> Result<i64, CompactorError> {
-    let Some(table) = table::load(table_dir).await? else {
+async fn current_txn(table: &Location, app: &str) -> Result<i64, CompactorError> {
+    let Some(table) = table::load(table).await? else {
         return Ok(0);
     };
     let snapshot = table
@@ -625,15 +683,94 @@ pub async fn run(config: RunConfig) -> Result<RunReport, CompactorError> {
     prepare(config).await?.commit().await
 }
 
+/// [`run`], stopped before its commit when `shutdown` resolves (with the
+/// signal's name): nothing is committed and the next run redoes the work. Once
+/// the commit has started it is finished (one atomic put, then the manifest).
+pub async fn run_until(
+    config: RunConfig,
+    shutdown: impl std::future::Future<Output = &'static str>,
+) -> Result<RunReport, CompactorError> {
+    let prepared = tokio::select! {
+        prepared = prepare(config) => prepared?,
+        signal = shutdown => {
+            tracing::warn!(signal, "stopping before the commit; this run committed nothing");
+            return Err(CompactorError::Interrupted(signal));
+        }
+    };
+    prepared.commit().await
+}
+
+/// One committed run, as `compactor runs` lists it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunSummary {
+    /// The table version the run committed.
+    pub table_version: u64,
+    /// The run number.
+    pub run: i64,
+    /// Checkpoints after the run.
+    pub checkpoints: BTreeMap<String, String>,
+    /// The run's counts as committed (`records_read`, `rows_written`, ...).
+    pub report: Option<Value>,
+    /// Files the run added.
+    pub files_added: usize,
+    /// The COPY manifest of those files (written now if the run's own write
+    /// was lost to a crash), or `None` when the run added no file.
+    pub manifest: Option<String>,
+}
+
+/// The committed runs of `stream_name` after table version `after`, oldest first.
+pub async fn runs(
+    table_location: &Location,
+    stream_name: &str,
+    after: Option<u64>,
+    manifests: &Location,
+) -> Result<Vec<RunSummary>, CompactorError> {
+    let Some(table) = table::load(table_location).await? else {
+        return Ok(Vec::new());
+    };
+    let commits = table::commits_since(&table, &app_id(stream_name), after).await?;
+    let mut out = Vec::with_capacity(commits.len());
+    for commit in commits {
+        let manifest = if commit.adds.is_empty() {
+            None
+        } else {
+            let name = table::manifest_name(commit.version);
+            if manifests.exists(&name).await? {
+                Some(manifests.display_of(&name))
+            } else {
+                Some(table::write_manifest(&table, manifests, commit.version, &commit.adds).await?)
+            }
+        };
+        out.push(RunSummary {
+            table_version: commit.version,
+            run: commit.run,
+            checkpoints: commit
+                .checkpoints
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
+            report: commit.report,
+            files_added: commit.adds.len(),
+            manifest,
+        });
+    }
+    Ok(out)
+}
+
 /// Per-shard status.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ShardStatus {
     /// Last committed sequence number (decimal string), if any.
     pub checkpoint: Option<String>,
-    /// Newest sequence number in the stream, if any.
+    /// Newest sequence number in the stream (local stream only).
     pub latest: Option<String>,
-    /// Records not yet committed (latest − checkpoint).
-    pub lag: u64,
+    /// Records not yet committed (latest − checkpoint; local stream only,
+    /// Kinesis cannot count them without reading them).
+    pub lag: Option<u64>,
+    /// How far behind the tip of the shard the first uncommitted record is,
+    /// in milliseconds (Kinesis `MillisBehindLatest`; `None` for the local
+    /// stream and for closed shards read to their end).
+    pub lag_ms: Option<i64>,
 }
 
 /// The `status` report.
@@ -645,48 +782,57 @@ pub struct StatusReport {
     pub run: i64,
     /// Rows in the table (sum of `numRecords` of the active files).
     pub rows: u64,
+    /// Active data files.
+    pub files: u64,
     /// Per shard.
     pub shards: BTreeMap<String, ShardStatus>,
 }
 
 /// Reads the table's compactor state and the stream's lag.
 pub async fn status(
-    data_dir: &Path,
+    source: &SourceConfig,
     stream_name: &str,
-    table_dir: &Path,
+    table: &Location,
 ) -> Result<StatusReport, CompactorError> {
     let app = app_id(stream_name);
-    let (version, state, rows) = match table::load(table_dir).await? {
+    let (version, state, (rows, files)) = match table::load(table).await? {
         Some(t) => {
             let state = table::read_state(&t, &app, 1).await?;
             (Some(state.version), state, table::row_count(&t)?)
         }
-        None => (None, TableState::default(), 0),
+        None => (None, TableState::default(), (0, 0)),
     };
-    let reader = LocalStreamReader::open(data_dir, stream_name).map_err(stream_err(stream_name))?;
+    let source = Source::open(source, stream_name).await?;
     let mut shards = BTreeMap::new();
-    let mut ids: HashSet<String> = state.checkpoints.keys().cloned().collect();
-    ids.extend(reader.map().shards().iter().map(|s| s.shard_id.clone()));
+    let mut ids: Vec<String> = source
+        .shards()
+        .await?
+        .into_iter()
+        .map(|s| s.shard_id)
+        .collect();
+    for id in state.checkpoints.keys() {
+        if !ids.contains(id) {
+            ids.push(id.clone());
+        }
+    }
     for id in ids {
-        let latest = if reader.map().shards().iter().any(|s| s.shard_id == id) {
-            reader
-                .latest_sequence(&id)
-                .map_err(stream_err(stream_name))?
-        } else {
-            None
-        };
         let checkpoint = state.checkpoints.get(&id).cloned();
-        let done = checkpoint
-            .as_ref()
-            .and_then(SequenceNumber::to_u64)
-            .unwrap_or(0);
-        let lag = latest.unwrap_or(0).saturating_sub(done);
+        let latest = source.latest_local(&id)?;
+        let lag = latest.map(|latest| {
+            let done = checkpoint
+                .as_ref()
+                .and_then(SequenceNumber::to_u64)
+                .unwrap_or(0);
+            latest.saturating_sub(done)
+        });
+        let lag_ms = source.millis_behind(&id, checkpoint.as_ref()).await?;
         shards.insert(
             id,
             ShardStatus {
                 checkpoint: checkpoint.map(|c| c.to_string()),
                 latest: latest.map(|l| l.to_string()),
                 lag,
+                lag_ms,
             },
         );
     }
@@ -694,6 +840,7 @@ pub async fn status(
         table_version: version,
         run: state.run,
         rows,
+        files,
         shards,
     })
 }

@@ -2,7 +2,6 @@
 //! commit log, the dedup window and the Redshift COPY manifests.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType as ArrowType;
@@ -13,8 +12,8 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
-use url::Url;
 
+use crate::location::Location;
 use crate::{CompactorError, SequenceNumber};
 
 /// The table's columns in their fixed order (Redshift `COPY ... FORMAT AS
@@ -53,6 +52,8 @@ pub mod keys {
     pub const RUN: &str = "courier.run";
     /// `{shard_id: "<last committed sequence number>"}`.
     pub const CHECKPOINTS: &str = "courier.checkpoints";
+    /// The run's counts (records read, rows written, ...).
+    pub const REPORT: &str = "courier.report";
 }
 
 fn delta_columns() -> Vec<StructField> {
@@ -70,46 +71,35 @@ fn delta_columns() -> Vec<StructField> {
         .collect()
 }
 
-/// The URL of a local table directory, creating the directory (delta-rs
-/// requires it to exist before `create`).
-pub fn local_table_url(path: &Path) -> Result<Url, CompactorError> {
-    std::fs::create_dir_all(path)
-        .map_err(|e| CompactorError::io(format!("create table directory {}", path.display()), e))?;
-    let abs = path
-        .canonicalize()
-        .map_err(|e| CompactorError::io(format!("resolve {}", path.display()), e))?;
-    Url::from_directory_path(&abs)
-        .map_err(|_| CompactorError::State(format!("{} is not a usable table path", abs.display())))
+fn open(location: &Location) -> Result<DeltaTable, CompactorError> {
+    location.ensure_exists()?;
+    DeltaTableBuilder::from_url(location.url().clone())
+        .and_then(|b| b.build())
+        .map_err(|e| CompactorError::delta(&location.to_string(), "open", e))
 }
 
-/// Loads the table at `path`, or `None` when there is no Delta table there.
-pub async fn load(path: &Path) -> Result<Option<DeltaTable>, CompactorError> {
-    let uri = path.display().to_string();
-    if !path.exists() {
+/// Loads the table at `location`, or `None` when there is no Delta table there.
+pub async fn load(location: &Location) -> Result<Option<DeltaTable>, CompactorError> {
+    if let Some(path) = location.local_path()
+        && !path.exists()
+    {
         return Ok(None);
     }
-    let url = local_table_url(path)?;
-    let mut table = DeltaTableBuilder::from_url(url)
-        .and_then(|b| b.build())
-        .map_err(|e| CompactorError::delta(&uri, "open", e))?;
+    let mut table = open(location)?;
     match table.load().await {
         Ok(()) => Ok(Some(table)),
         Err(DeltaTableError::NotATable(_)) => Ok(None),
-        Err(e) => Err(CompactorError::delta(&uri, "load", e)),
+        Err(e) => Err(CompactorError::delta(&location.to_string(), "load", e)),
     }
 }
 
-/// Loads the table at `path`, creating it (schema [`COLUMNS`], partitioned by
-/// `event_date`) when missing.
-pub async fn open_or_create(path: &Path) -> Result<DeltaTable, CompactorError> {
-    if let Some(table) = load(path).await? {
+/// Loads the table at `location`, creating it (schema [`COLUMNS`], partitioned
+/// by `event_date`) when missing.
+pub async fn open_or_create(location: &Location) -> Result<DeltaTable, CompactorError> {
+    if let Some(table) = load(location).await? {
         return Ok(table);
     }
-    let uri = path.display().to_string();
-    let url = local_table_url(path)?;
-    let table = DeltaTableBuilder::from_url(url)
-        .and_then(|b| b.build())
-        .map_err(|e| CompactorError::delta(&uri, "open", e))?;
+    let table = open(location)?;
     let created = table
         .create()
         .with_table_name("courier_positions")
@@ -118,7 +108,7 @@ pub async fn open_or_create(path: &Path) -> Result<DeltaTable, CompactorError> {
         .with_partition_columns([PARTITION_COLUMN])
         .with_save_mode(SaveMode::Ignore)
         .await
-        .map_err(|e| CompactorError::delta(&uri, "create", e))?;
+        .map_err(|e| CompactorError::delta(&location.to_string(), "create", e))?;
     // SaveMode::Ignore returns the existing table when another process won the race.
     Ok(created)
 }
@@ -134,6 +124,8 @@ pub struct CompactorCommit {
     pub checkpoints: BTreeMap<String, SequenceNumber>,
     /// Files the commit added.
     pub adds: Vec<AddedFile>,
+    /// The run's counts (`courier.report`), when the commit has them.
+    pub report: Option<Value>,
 }
 
 /// A data file added by a commit.
@@ -227,6 +219,7 @@ fn parse_commit(
         run,
         checkpoints: parse_checkpoints(info.get(keys::CHECKPOINTS))?,
         adds,
+        report: info.get(keys::REPORT).cloned(),
     }))
 }
 
@@ -371,21 +364,19 @@ pub fn read_event_ids(
     Ok(())
 }
 
-/// The path of the COPY manifest of a table version.
-pub fn manifest_path(table_dir: &Path, version: u64) -> PathBuf {
-    table_dir
-        .join(MANIFEST_DIR)
-        .join(format!("v{version:020}.json"))
+/// The file name of the COPY manifest of a table version.
+pub fn manifest_name(version: u64) -> String {
+    format!("v{version:020}.json")
 }
 
-/// Writes the Redshift COPY manifest listing exactly `files` (atomically:
-/// temporary file, then rename) and returns its path.
-pub fn write_manifest(
+/// Writes the Redshift COPY manifest listing exactly `files` to
+/// `manifests/v<version>.json` (one atomic put) and returns where it is.
+pub async fn write_manifest(
     table: &DeltaTable,
-    table_dir: &Path,
+    manifests: &Location,
     version: u64,
     files: &[AddedFile],
-) -> Result<PathBuf, CompactorError> {
+) -> Result<String, CompactorError> {
     let root = table.table_url();
     let mut entries = Vec::with_capacity(files.len());
     for file in files {
@@ -402,31 +393,50 @@ pub fn write_manifest(
     }
     let body = serde_json::to_vec_pretty(&serde_json::json!({ "entries": entries }))
         .map_err(|e| CompactorError::State(format!("serialize the manifest: {e}")))?;
-    let path = manifest_path(table_dir, version);
-    write_atomically(&path, &body)?;
-    Ok(path)
+    manifests
+        .put(&manifest_name(version), bytes::Bytes::from(body))
+        .await
 }
 
-/// Writes `body` to `path` through a temporary file and a rename.
-pub(crate) fn write_atomically(path: &Path, body: &[u8]) -> Result<(), CompactorError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| CompactorError::io(format!("create {}", dir.display()), e))?;
+/// The compactor commits of `app_id` after table version `after` (all of them
+/// when `None`), oldest first.
+pub async fn commits_since(
+    table: &DeltaTable,
+    app_id: &str,
+    after: Option<u64>,
+) -> Result<Vec<CompactorCommit>, CompactorError> {
+    let uri = table.table_url().to_string();
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| CompactorError::delta(&uri, "snapshot", e))?;
+    let first = after.map_or(0, |v| v + 1);
+    let mut out = Vec::new();
+    for version in first..=snapshot.version() {
+        let Some(bytes) = table
+            .log_store()
+            .read_commit_entry(version)
+            .await
+            .map_err(|e| CompactorError::delta(&uri, "read a commit", e))?
+        else {
+            continue; // expired from the log
+        };
+        if let Some(commit) = parse_commit(version, &bytes, app_id)? {
+            out.push(commit);
+        }
     }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, body)
-        .and_then(|_| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| CompactorError::io(format!("write {}", path.display()), e))
+    Ok(out)
 }
 
-/// Sum of `numRecords` in the stats of the table's active files.
-pub fn row_count(table: &DeltaTable) -> Result<u64, CompactorError> {
+/// Sum of `numRecords` in the stats of the table's active files, and the
+/// number of files.
+pub fn row_count(table: &DeltaTable) -> Result<(u64, u64), CompactorError> {
     let snapshot = table
         .snapshot()
         .map_err(|e| CompactorError::delta(table.table_url().as_str(), "snapshot", e))?;
     let mut rows = 0u64;
+    let mut files = 0u64;
     for file in snapshot.log_data().iter() {
+        files += 1;
         let stats = file
             .stats()
             .ok_or_else(|| CompactorError::State(format!("file {} has no stats", file.path())))?;
@@ -434,5 +444,5 @@ pub fn row_count(table: &DeltaTable) -> Result<u64, CompactorError> {
             .map_err(|e| CompactorError::State(format!("stats of {}: {e}", file.path())))?;
         rows += value.get("numRecords").and_then(Value::as_u64).unwrap_or(0);
     }
-    Ok(rows)
+    Ok((rows, files))
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use arrow::array::{Array, AsArray};
 use chrono::{DateTime, TimeDelta, Utc};
 use compactor::table::COLUMNS;
-use compactor::{CompactorError, RunConfig};
+use compactor::{CompactorError, Location, RunConfig, SourceConfig};
 use courier_model::avro::{Codec, RecordEncoder, encode_datum};
 use courier_model::position::{Position, TimeRules, UncheckedPosition};
 use courier_model::stream::local::{LocalOptions, LocalStream};
@@ -42,6 +42,12 @@ impl Env {
             data,
             table,
             stream,
+        }
+    }
+
+    fn source(&self) -> SourceConfig {
+        SourceConfig::Local {
+            data_dir: self.data.clone(),
         }
     }
 
@@ -111,7 +117,7 @@ fn ids(ps: &[Position]) -> Vec<String> {
 
 /// Every event_id in the table's current files (through the Delta log).
 async fn table_event_ids(table: &Path) -> Vec<String> {
-    let table = compactor::table::load(table)
+    let table = compactor::table::load(&Location::local(table))
         .await
         .expect("load")
         .expect("a table");
@@ -155,7 +161,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 }
 
 async fn table_version(table: &Path) -> u64 {
-    compactor::table::load(table)
+    compactor::table::load(&Location::local(table))
         .await
         .expect("load")
         .expect("table")
@@ -200,13 +206,13 @@ async fn a_run_writes_exactly_the_positions_and_a_rerun_commits_nothing() {
     assert_eq!(table_version(&env.table).await, version);
     assert!(again.manifest.is_none());
 
-    let status = compactor::status(&env.data, STREAM, &env.table)
+    let status = compactor::status(&env.source(), STREAM, &Location::local(&env.table))
         .await
         .expect("status");
     assert_eq!(status.rows, 8);
     assert_eq!(status.run, 1);
     assert_eq!(status.table_version, Some(version));
-    assert!(status.shards.values().all(|s| s.lag == 0));
+    assert!(status.shards.values().all(|s| s.lag == Some(0)));
 }
 
 #[tokio::test]
@@ -226,10 +232,10 @@ async fn new_data_is_read_from_the_checkpoint_compared_as_integers() {
         env.append(0, &p);
         all.extend(p);
     }
-    let status = compactor::status(&env.data, STREAM, &env.table)
+    let status = compactor::status(&env.source(), STREAM, &Location::local(&env.table))
         .await
         .expect("status");
-    assert_eq!(status.shards["shardId-000000000000"].lag, 3);
+    assert_eq!(status.shards["shardId-000000000000"].lag, Some(3));
 
     let second = compactor::run(env.config()).await.expect("run 2");
     assert_eq!(second.run, 2);
@@ -374,7 +380,7 @@ async fn race(use_precheck: bool, txn_only: bool) {
         env.append(0, &a);
     }
     // Create the table first so both runs start from the same version.
-    compactor::table::open_or_create(&env.table)
+    compactor::table::open_or_create(&Location::local(&env.table))
         .await
         .expect("create");
     let first = compactor::prepare(env.config()).await.expect("prepare 1");
@@ -403,7 +409,7 @@ async fn race(use_precheck: bool, txn_only: bool) {
         "nothing committed"
     );
     assert_eq!(table_event_ids(&env.table).await, sorted(ids(&a)));
-    let status = compactor::status(&env.data, STREAM, &env.table)
+    let status = compactor::status(&env.source(), STREAM, &Location::local(&env.table))
         .await
         .expect("status");
     assert_eq!(status.run, 1);
@@ -462,7 +468,7 @@ async fn the_manifest_lists_exactly_the_added_files_with_their_sizes() {
     }
     assert!(first.files_added >= 2, "one file per date partition");
     // Together the manifests list exactly the table's files.
-    let table = compactor::table::load(&env.table)
+    let table = compactor::table::load(&Location::local(&env.table))
         .await
         .expect("load")
         .expect("table");
@@ -479,7 +485,7 @@ async fn parquet_columns_follow_the_documented_order() {
     let env = Env::new(1);
     env.append(0, &positions(2));
     compactor::run(env.config()).await.expect("run");
-    let table = compactor::table::load(&env.table)
+    let table = compactor::table::load(&Location::local(&env.table))
         .await
         .expect("load")
         .expect("table");

@@ -1,0 +1,250 @@
+//! Where the compactor keeps things: the Delta table, the dead letters and the
+//! COPY manifests each live at a [`Location`], a local directory (the embedded
+//! default) or an `s3://bucket/prefix` URL. Both are reached through the same
+//! `object_store` that delta-rs uses, configured from the standard `AWS_*`
+//! environment variables (`AWS_REGION`, credentials from the default chain,
+//! `AWS_ENDPOINT_URL` and `AWS_ALLOW_HTTP=true` for a local S3 server).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+use deltalake::{DeltaTableBuilder, DeltaTableError};
+use url::Url;
+
+use crate::CompactorError;
+
+/// A directory: local, or a prefix in an object store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    url: Url,
+    local: Option<PathBuf>,
+}
+
+impl Location {
+    /// Parses `s3://bucket/prefix` (also `s3a://`, `file://`) or a local path
+    /// (relative paths are made absolute against the working directory).
+    pub fn parse(text: &str) -> Result<Self, CompactorError> {
+        let bad = |why: String| CompactorError::Config(format!("location {text:?}: {why}"));
+        if text.trim().is_empty() {
+            return Err(bad("is empty".into()));
+        }
+        if text.contains("://") {
+            let mut url = Url::parse(text).map_err(|e| bad(e.to_string()))?;
+            return match url.scheme() {
+                "file" => {
+                    let path = url
+                        .to_file_path()
+                        .map_err(|()| bad("is not a local file URL".into()))?;
+                    Ok(Self::local(&path))
+                }
+                "s3" | "s3a" => {
+                    if url.host_str().unwrap_or("").is_empty() {
+                        return Err(bad("names no bucket".into()));
+                    }
+                    if !url.path().ends_with('/') {
+                        let path = format!("{}/", url.path());
+                        url.set_path(&path);
+                    }
+                    Ok(Self { url, local: None })
+                }
+                other => Err(bad(format!(
+                    "scheme {other}:// is not supported (use s3:// or a local path)"
+                ))),
+            };
+        }
+        Ok(Self::local(Path::new(text)))
+    }
+
+    /// A local directory (need not exist yet).
+    pub fn local(path: &Path) -> Self {
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let mut url = Url::from_directory_path(&abs)
+            .unwrap_or_else(|()| Url::parse("file:///").expect("static URL"));
+        if !url.path().ends_with('/') {
+            let path = format!("{}/", url.path());
+            url.set_path(&path);
+        }
+        Self {
+            url,
+            local: Some(abs),
+        }
+    }
+
+    /// The directory's URL (always ending in `/`).
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The local directory, when local.
+    pub fn local_path(&self) -> Option<&Path> {
+        self.local.as_deref()
+    }
+
+    /// The subdirectory `name`.
+    pub fn child(&self, name: &str) -> Self {
+        match &self.local {
+            Some(path) => Self::local(&path.join(name)),
+            None => {
+                let mut url = self.url.clone();
+                let path = format!("{}{}/", url.path(), name.trim_matches('/'));
+                url.set_path(&path);
+                Self { url, local: None }
+            }
+        }
+    }
+
+    /// The sibling directory named after this one plus `suffix`
+    /// (`s3://b/t/` + `_dead_letter` is `s3://b/t_dead_letter/`).
+    pub fn with_suffix(&self, suffix: &str) -> Self {
+        match &self.local {
+            Some(path) => {
+                let mut s = path.as_os_str().to_owned();
+                s.push(suffix);
+                Self::local(Path::new(&s))
+            }
+            None => {
+                let mut url = self.url.clone();
+                let path = format!("{}{suffix}/", url.path().trim_end_matches('/'));
+                url.set_path(&path);
+                Self { url, local: None }
+            }
+        }
+    }
+
+    /// How a file in this directory is named to people and to other tools: a
+    /// plain path when local, the URL otherwise.
+    pub fn display_of(&self, name: &str) -> String {
+        match &self.local {
+            Some(path) => path.join(name).display().to_string(),
+            None => format!("{}{name}", self.url),
+        }
+    }
+
+    /// Makes sure a local directory exists (object stores need nothing).
+    pub fn ensure_exists(&self) -> Result<(), CompactorError> {
+        if let Some(path) = &self.local {
+            std::fs::create_dir_all(path)
+                .map_err(|e| CompactorError::io(format!("create {}", path.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// An object store rooted at this directory.
+    pub fn store(&self) -> Result<Arc<dyn ObjectStore>, CompactorError> {
+        self.ensure_exists()?;
+        let err = |e: DeltaTableError| CompactorError::delta(self.url.as_str(), "open storage", e);
+        let log_store = DeltaTableBuilder::from_url(self.url.clone())
+            .map_err(err)?
+            .build_storage()
+            .map_err(err)?;
+        Ok(log_store.object_store(None))
+    }
+
+    /// Writes `name` in one atomic put (replacing any previous object).
+    pub async fn put(&self, name: &str, body: Bytes) -> Result<String, CompactorError> {
+        let store = self.store()?;
+        store
+            .put(&deltalake::Path::from(name), PutPayload::from(body))
+            .await
+            .map_err(|e| self.store_error("write", name, e))?;
+        Ok(self.display_of(name))
+    }
+
+    /// Reads `name`, or `None` when it does not exist.
+    pub async fn get(&self, name: &str) -> Result<Option<Bytes>, CompactorError> {
+        let store = self.store()?;
+        let result = match store.get(&deltalake::Path::from(name)).await {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(deltalake::ObjectStoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.store_error("read", name, e)),
+        }
+    }
+
+    /// Whether `name` exists.
+    pub async fn exists(&self, name: &str) -> Result<bool, CompactorError> {
+        let store = self.store()?;
+        match store.head(&deltalake::Path::from(name)).await {
+            Ok(_) => Ok(true),
+            Err(deltalake::ObjectStoreError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.store_error("check", name, e)),
+        }
+    }
+
+    /// Deletes `name` if it exists.
+    pub async fn delete(&self, name: &str) -> Result<(), CompactorError> {
+        if let Some(path) = &self.local
+            && !path.join(name).exists()
+        {
+            return Ok(());
+        }
+        let store = self.store()?;
+        match store.delete(&deltalake::Path::from(name)).await {
+            Ok(()) | Err(deltalake::ObjectStoreError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.store_error("delete", name, e)),
+        }
+    }
+
+    pub(crate) fn store_error(
+        &self,
+        what: &str,
+        name: &str,
+        e: deltalake::ObjectStoreError,
+    ) -> CompactorError {
+        CompactorError::Storage {
+            context: format!("{what} {}", self.display_of(name)),
+            source: Box::new(e),
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.local {
+            Some(path) => write!(f, "{}", path.display()),
+            None => f.write_str(self.url.as_str()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_local_paths_and_s3_urls() {
+        let s3 = Location::parse("s3://lake/tables/positions").expect("s3");
+        assert_eq!(s3.url().as_str(), "s3://lake/tables/positions/");
+        assert_eq!(s3.local_path(), None);
+        assert_eq!(
+            s3.with_suffix("_dead_letter").url().as_str(),
+            "s3://lake/tables/positions_dead_letter/"
+        );
+        assert_eq!(
+            s3.child("_manifests").url().as_str(),
+            "s3://lake/tables/positions/_manifests/"
+        );
+        assert_eq!(
+            s3.child("_manifests").display_of("v1.json"),
+            "s3://lake/tables/positions/_manifests/v1.json"
+        );
+        let local = Location::parse("/tmp/t").expect("local");
+        assert_eq!(local.url().as_str(), "file:///tmp/t/");
+        assert_eq!(local.with_suffix("_dl").to_string(), "/tmp/t_dl");
+        assert_eq!(local.child("m").display_of("a.json"), "/tmp/t/m/a.json");
+        assert_eq!(
+            Location::parse("file:///tmp/t").expect("file url"),
+            Location::local(Path::new("/tmp/t"))
+        );
+        let relative = Location::parse("rel/t").expect("relative");
+        assert!(relative.local_path().expect("local").is_absolute());
+        for bad in ["", "gs://b/t", "s3:///t", "http://x/y"] {
+            assert!(Location::parse(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+}

@@ -1,0 +1,611 @@
+//! The stream a run reads: the local stream of ingest-api (the embedded
+//! default) or a Kinesis data stream.
+//!
+//! A run reads each shard from its checkpoint up to the end *as of the run's
+//! start*: for the local stream, the newest sequence number when the shard is
+//! opened; for Kinesis, records whose approximate arrival time is before the
+//! run started, until the shard is caught up (`MillisBehindLatest = 0` and no
+//! records) or closed (no next iterator). A `--max-records` bound stops a
+//! shard earlier.
+//!
+//! Resharding (Kinesis): [`order_shards`] puts every shard after its parents;
+//! a child is read only once all of its parents present in the stream were
+//! read to their end (in this run or an earlier one: a finished parent is
+//! re-opened at its checkpoint, which costs one empty `GetRecords`). A
+//! courier's positions therefore reach the table in order across a reshard.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::operation::get_records::GetRecordsError;
+use aws_sdk_kinesis::types::ShardIteratorType;
+use bytes::Bytes;
+use courier_model::stream::local::{LocalStreamReader, ShardCursor};
+
+use crate::{CompactorError, SequenceNumber};
+
+/// Which stream to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceConfig {
+    /// The local stream under this data directory.
+    Local {
+        /// ingest-api's `--data-dir`.
+        data_dir: PathBuf,
+    },
+    /// A Kinesis data stream, through the standard AWS configuration chain.
+    Kinesis,
+}
+
+/// One record of a shard.
+#[derive(Debug, Clone)]
+pub struct SourceRecord {
+    /// Its sequence number.
+    pub sequence_number: SequenceNumber,
+    /// Its bytes (one Avro object container).
+    pub data: Bytes,
+}
+
+/// A shard and its parents (Kinesis resharding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardInfo {
+    /// The shard id.
+    pub shard_id: String,
+    /// Parent and adjacent parent, when the shard came from a reshard.
+    pub parents: Vec<String>,
+}
+
+/// Orders shards so that every shard comes after its parents that are in the
+/// list (a parent past the retention period is gone and not waited for).
+pub fn order_shards(shards: Vec<ShardInfo>) -> Vec<ShardInfo> {
+    let present: HashSet<String> = shards.iter().map(|s| s.shard_id.clone()).collect();
+    let mut placed: HashSet<String> = HashSet::new();
+    let mut pending: Vec<ShardInfo> = shards;
+    pending.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
+    let mut out = Vec::with_capacity(pending.len());
+    while !pending.is_empty() {
+        let before = out.len();
+        let mut rest = Vec::new();
+        for shard in pending {
+            let ready = shard
+                .parents
+                .iter()
+                .all(|p| !present.contains(p) || placed.contains(p));
+            if ready {
+                placed.insert(shard.shard_id.clone());
+                out.push(shard);
+            } else {
+                rest.push(shard);
+            }
+        }
+        if out.len() == before {
+            // A cycle cannot happen in Kinesis; keep every shard anyway.
+            out.extend(rest);
+            break;
+        }
+        pending = rest;
+    }
+    out
+}
+
+/// An opened stream.
+pub enum Source {
+    /// The local stream.
+    Local(LocalStreamReader),
+    /// Kinesis.
+    Kinesis(KinesisSource),
+}
+
+/// Reading a Kinesis stream.
+#[derive(Debug, Clone)]
+pub struct KinesisSource {
+    client: Client,
+    stream: String,
+}
+
+fn stream_err(stream: &str) -> impl Fn(courier_model::stream::StreamError) -> CompactorError + '_ {
+    move |source| CompactorError::Stream {
+        stream: stream.to_owned(),
+        source,
+    }
+}
+
+fn kinesis_err<E, R>(
+    stream: &str,
+    operation: &'static str,
+    error: &SdkError<E, R>,
+) -> CompactorError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    CompactorError::Kinesis {
+        stream: stream.to_owned(),
+        operation,
+        message: DisplayErrorContext(error).to_string(),
+    }
+}
+
+/// Error codes after which a call is retried with a backoff.
+const RETRY_CODES: [&str; 4] = [
+    "ProvisionedThroughputExceededException",
+    "LimitExceededException",
+    "KMSThrottlingException",
+    "ThrottlingException",
+];
+/// Attempts of one call before the run fails.
+const MAX_ATTEMPTS: u32 = 10;
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
+}
+
+impl Source {
+    /// Opens the stream `name`.
+    pub async fn open(config: &SourceConfig, name: &str) -> Result<Self, CompactorError> {
+        match config {
+            SourceConfig::Local { data_dir } => Ok(Self::Local(
+                LocalStreamReader::open(data_dir, name).map_err(stream_err(name))?,
+            )),
+            SourceConfig::Kinesis => {
+                let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3))
+                    .timeout_config(
+                        aws_config::timeout::TimeoutConfig::builder()
+                            .connect_timeout(Duration::from_secs(5))
+                            .operation_attempt_timeout(Duration::from_secs(30))
+                            .build(),
+                    )
+                    .load()
+                    .await;
+                Ok(Self::Kinesis(KinesisSource {
+                    client: Client::new(&config),
+                    stream: name.to_owned(),
+                }))
+            }
+        }
+    }
+
+    /// The shards, parents first.
+    pub async fn shards(&self) -> Result<Vec<ShardInfo>, CompactorError> {
+        let shards = match self {
+            Self::Local(reader) => reader
+                .map()
+                .shards()
+                .iter()
+                .map(|s| ShardInfo {
+                    shard_id: s.shard_id.clone(),
+                    parents: Vec::new(),
+                })
+                .collect(),
+            Self::Kinesis(k) => k.list_shards().await?,
+        };
+        Ok(order_shards(shards))
+    }
+
+    /// Opens a shard after `after` (`None`: from the oldest retained record),
+    /// bounded by the end as of now and by `max_records`.
+    pub async fn open_shard(
+        &self,
+        shard_id: &str,
+        after: Option<&SequenceNumber>,
+        max_records: Option<u64>,
+        run_started: chrono::DateTime<chrono::Utc>,
+    ) -> Result<ShardReader, CompactorError> {
+        match self {
+            Self::Local(reader) => {
+                let name = reader_name(reader);
+                let after = match after {
+                    Some(seq) => Some(seq.to_u64().ok_or_else(|| {
+                        CompactorError::State(format!(
+                            "checkpoint {seq} of {shard_id} does not fit a local sequence number"
+                        ))
+                    })?),
+                    None => None,
+                };
+                let latest = reader
+                    .latest_sequence(shard_id)
+                    .map_err(stream_err(&name))?
+                    .unwrap_or(0);
+                let start = after.unwrap_or(0);
+                let mut target = latest;
+                if let Some(max) = max_records {
+                    target = target.min(start.saturating_add(max));
+                }
+                let cursor = reader.cursor(shard_id, after).map_err(stream_err(&name))?;
+                Ok(ShardReader::Local {
+                    cursor,
+                    target,
+                    name,
+                })
+            }
+            Self::Kinesis(k) => {
+                let iterator = k.iterator(shard_id, after).await?;
+                Ok(ShardReader::Kinesis {
+                    source: k.clone(),
+                    shard_id: shard_id.to_owned(),
+                    iterator,
+                    last: after.cloned(),
+                    remaining: max_records,
+                    run_started,
+                    state: KinesisState::Reading,
+                })
+            }
+        }
+    }
+
+    /// The newest record per shard, where the source can tell cheaply (the
+    /// local stream); Kinesis tells only how far behind a reader is, in
+    /// milliseconds ([`Source::millis_behind`]).
+    pub fn latest_local(&self, shard_id: &str) -> Result<Option<u64>, CompactorError> {
+        match self {
+            Self::Local(reader) => reader
+                .latest_sequence(shard_id)
+                .map_err(stream_err(&reader_name(reader))),
+            Self::Kinesis(_) => Ok(None),
+        }
+    }
+
+    /// How many milliseconds the record after `after` is behind the tip of a
+    /// Kinesis shard (`None` for the local stream or a closed, finished shard).
+    pub async fn millis_behind(
+        &self,
+        shard_id: &str,
+        after: Option<&SequenceNumber>,
+    ) -> Result<Option<i64>, CompactorError> {
+        let Self::Kinesis(k) = self else {
+            return Ok(None);
+        };
+        let Some(iterator) = k.iterator(shard_id, after).await? else {
+            return Ok(None);
+        };
+        let out = k.get_records(&iterator, 1).await?;
+        Ok(match out {
+            Fetched::Records(out) => out.millis_behind_latest(),
+            Fetched::Expired => None,
+        })
+    }
+
+    /// Deletes local segments at or before the committed checkpoints.
+    pub fn trim(&self, checkpoints: &BTreeMap<String, SequenceNumber>) -> u64 {
+        let Self::Local(reader) = self else {
+            return 0;
+        };
+        let mut trimmed = 0;
+        for (shard, seq) in checkpoints {
+            let Some(through) = seq.to_u64() else {
+                continue;
+            };
+            match reader.trim(shard, through) {
+                Ok(n) => trimmed += n as u64,
+                Err(e) => {
+                    tracing::warn!(shard = %shard, error = %e, "trim failed; retried next run")
+                }
+            }
+        }
+        trimmed
+    }
+}
+
+fn reader_name(reader: &LocalStreamReader) -> String {
+    // The reader does not keep its name; its shard map is enough context.
+    format!("local stream ({} shards)", reader.map().len())
+}
+
+enum Fetched {
+    Records(aws_sdk_kinesis::operation::get_records::GetRecordsOutput),
+    Expired,
+}
+
+impl KinesisSource {
+    async fn list_shards(&self) -> Result<Vec<ShardInfo>, CompactorError> {
+        let mut shards = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let request = match &token {
+                Some(t) => self.client.list_shards().next_token(t),
+                None => self.client.list_shards().stream_name(&self.stream),
+            };
+            let page = request
+                .send()
+                .await
+                .map_err(|e| kinesis_err(&self.stream, "ListShards", &e))?;
+            for shard in page.shards() {
+                let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
+                    .into_iter()
+                    .flatten()
+                    .map(str::to_owned)
+                    .collect();
+                shards.push(ShardInfo {
+                    shard_id: shard.shard_id().to_owned(),
+                    parents,
+                });
+            }
+            match page.next_token() {
+                Some(t) => token = Some(t.to_owned()),
+                None => return Ok(shards),
+            }
+        }
+    }
+
+    async fn iterator(
+        &self,
+        shard_id: &str,
+        after: Option<&SequenceNumber>,
+    ) -> Result<Option<String>, CompactorError> {
+        let mut attempt = 0;
+        loop {
+            let request = self
+                .client
+                .get_shard_iterator()
+                .stream_name(&self.stream)
+                .shard_id(shard_id);
+            let request = match after {
+                Some(seq) => request
+                    .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                    .starting_sequence_number(seq.as_str()),
+                None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            };
+            match request.send().await {
+                Ok(out) => return Ok(out.shard_iterator().map(str::to_owned)),
+                Err(e) if retryable(&e) && attempt + 1 < MAX_ATTEMPTS => {
+                    tracing::warn!(
+                        shard = shard_id,
+                        attempt,
+                        "GetShardIterator throttled; backing off"
+                    );
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(kinesis_err(&self.stream, "GetShardIterator", &e)),
+            }
+        }
+    }
+
+    async fn get_records(&self, iterator: &str, limit: i32) -> Result<Fetched, CompactorError> {
+        let mut attempt = 0;
+        loop {
+            match self
+                .client
+                .get_records()
+                .shard_iterator(iterator)
+                .limit(limit)
+                .send()
+                .await
+            {
+                Ok(out) => return Ok(Fetched::Records(out)),
+                Err(e)
+                    if matches!(
+                        e.as_service_error(),
+                        Some(GetRecordsError::ExpiredIteratorException(_))
+                    ) =>
+                {
+                    return Ok(Fetched::Expired);
+                }
+                Err(e) if retryable(&e) && attempt + 1 < MAX_ATTEMPTS => {
+                    tracing::warn!(attempt, "GetRecords throttled; backing off");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(kinesis_err(&self.stream, "GetRecords", &e)),
+            }
+        }
+    }
+}
+
+fn retryable<E, R>(error: &SdkError<E, R>) -> bool
+where
+    E: ProvideErrorMetadata,
+{
+    match error {
+        SdkError::ServiceError(_) => error
+            .as_service_error()
+            .and_then(|e| e.code())
+            .is_some_and(|code| RETRY_CODES.contains(&code)),
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        _ => false,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a Kinesis shard reader is.
+pub enum KinesisState {
+    /// More records may come before the run's end.
+    Reading,
+    /// Caught up with the end as of the run's start (or the record bound).
+    Done,
+    /// The shard is closed and was read to its end.
+    Finished,
+}
+
+/// Reads one shard forward, in batches.
+pub enum ShardReader {
+    /// A local shard, up to `target`.
+    Local {
+        /// The cursor.
+        cursor: ShardCursor,
+        /// The last sequence number to read.
+        target: u64,
+        /// For error messages.
+        name: String,
+    },
+    /// A Kinesis shard.
+    Kinesis {
+        /// The stream.
+        source: KinesisSource,
+        /// The shard.
+        shard_id: String,
+        /// The next iterator (`None`: the shard is closed and fully read).
+        iterator: Option<String>,
+        /// The last sequence number returned (or started after).
+        last: Option<SequenceNumber>,
+        /// Records still allowed by `--max-records`.
+        remaining: Option<u64>,
+        /// Records that arrived after this are left for the next run.
+        run_started: chrono::DateTime<chrono::Utc>,
+        /// Where the reader is.
+        state: KinesisState,
+    },
+}
+
+/// Records per local read or `GetRecords` call (Kinesis allows 10 000).
+const BATCH: u64 = 10_000;
+
+impl ShardReader {
+    /// The next records, or an empty batch at the end of the run's range.
+    pub async fn next_batch(&mut self) -> Result<Vec<SourceRecord>, CompactorError> {
+        match self {
+            Self::Local {
+                cursor,
+                target,
+                name,
+            } => {
+                if cursor.position() >= *target {
+                    return Ok(Vec::new());
+                }
+                let want = (*target - cursor.position()).min(BATCH);
+                let batch = cursor
+                    .next_batch(usize::try_from(want).unwrap_or(usize::MAX))
+                    .map_err(stream_err(name))?;
+                Ok(batch
+                    .into_iter()
+                    .map(|r| SourceRecord {
+                        sequence_number: SequenceNumber::from(r.sequence_number),
+                        data: r.data,
+                    })
+                    .collect())
+            }
+            Self::Kinesis {
+                source,
+                shard_id,
+                iterator,
+                last,
+                remaining,
+                run_started,
+                state,
+            } => loop {
+                if *state != KinesisState::Reading {
+                    return Ok(Vec::new());
+                }
+                if *remaining == Some(0) {
+                    *state = KinesisState::Done;
+                    return Ok(Vec::new());
+                }
+                let Some(it) = iterator.clone() else {
+                    *state = KinesisState::Finished;
+                    return Ok(Vec::new());
+                };
+                let limit = remaining.unwrap_or(BATCH).min(BATCH);
+                let out = match source
+                    .get_records(&it, i32::try_from(limit).unwrap_or(10_000))
+                    .await?
+                {
+                    Fetched::Records(out) => out,
+                    Fetched::Expired => {
+                        tracing::info!(shard = %shard_id, "shard iterator expired; re-opening after the last record read");
+                        *iterator = source.iterator(shard_id, last.as_ref()).await?;
+                        continue;
+                    }
+                };
+                let caught_up = out.millis_behind_latest().unwrap_or(0) == 0;
+                let mut records = Vec::with_capacity(out.records().len());
+                let mut past_start = false;
+                for record in out.records() {
+                    let arrived_after = record.approximate_arrival_timestamp().is_some_and(|t| {
+                        let ms = t.to_millis().unwrap_or(i64::MAX);
+                        ms > run_started.timestamp_millis()
+                    });
+                    if arrived_after {
+                        past_start = true;
+                        break;
+                    }
+                    let sequence_number = SequenceNumber::parse(record.sequence_number())?;
+                    records.push(SourceRecord {
+                        sequence_number,
+                        data: Bytes::copy_from_slice(record.data().as_ref()),
+                    });
+                }
+                if let Some(r) = records.last() {
+                    *last = Some(r.sequence_number.clone());
+                }
+                if let Some(rem) = remaining.as_mut() {
+                    *rem = rem.saturating_sub(records.len() as u64);
+                }
+                if past_start {
+                    *state = KinesisState::Done;
+                } else {
+                    *iterator = out.next_shard_iterator().map(str::to_owned);
+                    if iterator.is_none() {
+                        *state = KinesisState::Finished;
+                    } else if out.records().is_empty() && caught_up {
+                        *state = KinesisState::Done;
+                    }
+                }
+                if !records.is_empty() || *state != KinesisState::Reading {
+                    return Ok(records);
+                }
+            },
+        }
+    }
+
+    /// Whether the shard is closed and was read to its very end (its
+    /// children may be read).
+    pub fn finished(&self) -> bool {
+        match self {
+            Self::Local { .. } => false,
+            Self::Kinesis { state, .. } => *state == KinesisState::Finished,
+        }
+    }
+}
+
+/// The shards a run may read: every shard whose parents (present in the
+/// stream) are all finished.
+pub fn readable(shard: &ShardInfo, present: &HashMap<String, bool>) -> bool {
+    shard
+        .parents
+        .iter()
+        .all(|p| present.get(p).copied().unwrap_or(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(id: &str, parents: &[&str]) -> ShardInfo {
+        ShardInfo {
+            shard_id: id.into(),
+            parents: parents.iter().map(|p| (*p).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn parents_come_before_children() {
+        // 0 split into 2 and 3; 1 and 2 merged into 4; 9's parent expired.
+        let ordered = order_shards(vec![
+            shard("s4", &["s1", "s2"]),
+            shard("s3", &["s0"]),
+            shard("s2", &["s0"]),
+            shard("s1", &[]),
+            shard("s0", &[]),
+            shard("s9", &["gone"]),
+        ]);
+        let pos = |id: &str| {
+            ordered
+                .iter()
+                .position(|s| s.shard_id == id)
+                .expect("present")
+        };
+        assert_eq!(ordered.len(), 6);
+        assert!(pos("s0") < pos("s2") && pos("s0") < pos("s3"));
+        assert!(pos("s1") < pos("s4") && pos("s2") < pos("s4"));
+        let finished: HashMap<String, bool> =
+            [("s0".to_owned(), true), ("s1".to_owned(), false)].into();
+        assert!(readable(&shard("s2", &["s0"]), &finished));
+        assert!(!readable(&shard("s4", &["s1", "s2"]), &finished));
+        assert!(readable(&shard("s9", &["gone"]), &finished));
+    }
+}
