@@ -5,6 +5,7 @@
 //! environment variables (`AWS_REGION`, credentials from the default chain,
 //! `AWS_ENDPOINT_URL` and `AWS_ALLOW_HTTP=true` for a local S3 server).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -20,6 +21,9 @@ use crate::CompactorError;
 pub struct Location {
     url: Url,
     local: Option<PathBuf>,
+    /// Object store options (`AWS_ENDPOINT_URL`, ...) on top of the
+    /// environment; empty in production, where the environment says it all.
+    options: HashMap<String, String>,
 }
 
 impl Location {
@@ -47,7 +51,11 @@ impl Location {
                         let path = format!("{}/", url.path());
                         url.set_path(&path);
                     }
-                    Ok(Self { url, local: None })
+                    Ok(Self {
+                        url,
+                        local: None,
+                        options: HashMap::new(),
+                    })
                 }
                 other => Err(bad(format!(
                     "scheme {other}:// is not supported (use s3:// or a local path)"
@@ -69,7 +77,20 @@ impl Location {
         Self {
             url,
             local: Some(abs),
+            options: HashMap::new(),
         }
+    }
+
+    /// The same location with these object store options (they win over the
+    /// environment), for example `AWS_ENDPOINT_URL` of a test's own server.
+    pub fn with_options(mut self, options: HashMap<String, String>) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The object store options.
+    pub fn options(&self) -> &HashMap<String, String> {
+        &self.options
     }
 
     /// The directory's URL (always ending in `/`).
@@ -90,7 +111,11 @@ impl Location {
                 let mut url = self.url.clone();
                 let path = format!("{}{}/", url.path(), name.trim_matches('/'));
                 url.set_path(&path);
-                Self { url, local: None }
+                Self {
+                    url,
+                    local: None,
+                    options: self.options.clone(),
+                }
             }
         }
     }
@@ -108,7 +133,11 @@ impl Location {
                 let mut url = self.url.clone();
                 let path = format!("{}{suffix}/", url.path().trim_end_matches('/'));
                 url.set_path(&path);
-                Self { url, local: None }
+                Self {
+                    url,
+                    local: None,
+                    options: self.options.clone(),
+                }
             }
         }
     }
@@ -137,6 +166,7 @@ impl Location {
         let err = |e: DeltaTableError| CompactorError::delta(self.url.as_str(), "open storage", e);
         let log_store = DeltaTableBuilder::from_url(self.url.clone())
             .map_err(err)?
+            .with_storage_options(self.options.clone())
             .build_storage()
             .map_err(err)?;
         Ok(log_store.object_store(None))

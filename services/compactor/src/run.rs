@@ -127,6 +127,9 @@ pub struct RunReport {
     pub manifest: Option<String>,
     /// The dead-letter file, if any.
     pub dead_letter_file: Option<String>,
+    /// Shards not read because a parent shard is not read to its end yet
+    /// (resharding; they are read by a later run).
+    pub shards_deferred: Vec<String>,
     /// Stream segments deleted after the commit.
     pub segments_trimmed: u64,
     /// Wall time in milliseconds.
@@ -388,11 +391,12 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
         let shard_id = shard.shard_id.as_str();
         if !source::readable(shard, &finished) {
             tracing::info!(shard = shard_id, parents = ?shard.parents, "a parent shard is not read to its end yet; this shard waits for a later run");
+            report.shards_deferred.push(shard_id.to_owned());
             continue;
         }
         let after = state.checkpoints.get(shard_id);
         let mut reader = source
-            .open_shard(shard_id, after, config.max_records, run_started)
+            .open_shard(shard, after, config.max_records, run_started)
             .await?;
         let mut last_seq = after.cloned();
         loop {

@@ -28,7 +28,7 @@ use courier_model::stream::local::{LocalStreamReader, ShardCursor};
 use crate::{CompactorError, SequenceNumber};
 
 /// Which stream to read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum SourceConfig {
     /// The local stream under this data directory.
     Local {
@@ -37,6 +37,8 @@ pub enum SourceConfig {
     },
     /// A Kinesis data stream, through the standard AWS configuration chain.
     Kinesis,
+    /// A Kinesis data stream, through this client (a caller's own settings).
+    KinesisClient(Client),
 }
 
 /// One record of a shard.
@@ -55,6 +57,9 @@ pub struct ShardInfo {
     pub shard_id: String,
     /// Parent and adjacent parent, when the shard came from a reshard.
     pub parents: Vec<String>,
+    /// Whether the shard is closed (it has an ending sequence number): it
+    /// takes no more records, so reading it to its current end finishes it.
+    pub closed: bool,
 }
 
 /// Orders shards so that every shard comes after its parents that are in the
@@ -165,6 +170,10 @@ impl Source {
                     stream: name.to_owned(),
                 }))
             }
+            SourceConfig::KinesisClient(client) => Ok(Self::Kinesis(KinesisSource {
+                client: client.clone(),
+                stream: name.to_owned(),
+            })),
         }
     }
 
@@ -178,6 +187,7 @@ impl Source {
                 .map(|s| ShardInfo {
                     shard_id: s.shard_id.clone(),
                     parents: Vec::new(),
+                    closed: false,
                 })
                 .collect(),
             Self::Kinesis(k) => k.list_shards().await?,
@@ -189,11 +199,12 @@ impl Source {
     /// bounded by the end as of now and by `max_records`.
     pub async fn open_shard(
         &self,
-        shard_id: &str,
+        shard: &ShardInfo,
         after: Option<&SequenceNumber>,
         max_records: Option<u64>,
         run_started: chrono::DateTime<chrono::Utc>,
     ) -> Result<ShardReader, CompactorError> {
+        let shard_id = shard.shard_id.as_str();
         match self {
             Self::Local(reader) => {
                 let name = reader_name(reader);
@@ -230,6 +241,7 @@ impl Source {
                     last: after.cloned(),
                     remaining: max_records,
                     run_started,
+                    closed: shard.closed,
                     state: KinesisState::Reading,
                 })
             }
@@ -318,9 +330,14 @@ impl KinesisSource {
                     .flatten()
                     .map(str::to_owned)
                     .collect();
+                let closed = shard
+                    .sequence_number_range()
+                    .and_then(|r| r.ending_sequence_number())
+                    .is_some();
                 shards.push(ShardInfo {
                     shard_id: shard.shard_id().to_owned(),
                     parents,
+                    closed,
                 });
             }
             match page.next_token() {
@@ -447,6 +464,8 @@ pub enum ShardReader {
         remaining: Option<u64>,
         /// Records that arrived after this are left for the next run.
         run_started: chrono::DateTime<chrono::Utc>,
+        /// Whether the shard is closed.
+        closed: bool,
         /// Where the reader is.
         state: KinesisState,
     },
@@ -486,6 +505,7 @@ impl ShardReader {
                 last,
                 remaining,
                 run_started,
+                closed,
                 state,
             } => loop {
                 if *state != KinesisState::Reading {
@@ -542,7 +562,13 @@ impl ShardReader {
                     if iterator.is_none() {
                         *state = KinesisState::Finished;
                     } else if out.records().is_empty() && caught_up {
-                        *state = KinesisState::Done;
+                        // At the end of a closed shard nothing more can come
+                        // (Kinesis ends it with a null iterator; moto does not).
+                        *state = if *closed {
+                            KinesisState::Finished
+                        } else {
+                            KinesisState::Done
+                        };
                     }
                 }
                 if !records.is_empty() || *state != KinesisState::Reading {
@@ -579,6 +605,7 @@ mod tests {
         ShardInfo {
             shard_id: id.into(),
             parents: parents.iter().map(|p| (*p).to_owned()).collect(),
+            closed: false,
         }
     }
 

@@ -74,7 +74,7 @@ fn delta_columns() -> Vec<StructField> {
 fn open(location: &Location) -> Result<DeltaTable, CompactorError> {
     location.ensure_exists()?;
     DeltaTableBuilder::from_url(location.url().clone())
-        .and_then(|b| b.build())
+        .and_then(|b| b.with_storage_options(location.options().clone()).build())
         .map_err(|e| CompactorError::delta(&location.to_string(), "open", e))
 }
 

@@ -1,15 +1,16 @@
 //! End-to-end tests of the compactor against a local stream and a local Delta
 //! table, each in its own temporary directories.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, AsArray};
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::TimeDelta;
+use common::{encode, ids, local_path, position, position_with, positions, sorted};
 use compactor::table::COLUMNS;
 use compactor::{CompactorError, Location, RunConfig, SourceConfig};
-use courier_model::avro::{Codec, RecordEncoder, encode_datum};
-use courier_model::position::{Position, TimeRules, UncheckedPosition};
+use courier_model::position::Position;
 use courier_model::stream::local::{LocalOptions, LocalStream};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -57,12 +58,7 @@ impl Env {
 
     /// Appends one record holding `positions` to `shard`; returns its sequence number.
     fn append(&self, shard: usize, positions: &[Position]) -> u64 {
-        let mut datums = Vec::new();
-        for p in positions {
-            encode_datum(p, &mut datums);
-        }
-        let record = RecordEncoder::new(Codec::Zstandard).encode(&datums, positions.len());
-        self.append_raw(shard, &record)
+        self.append_raw(shard, &encode(positions))
     }
 
     fn append_raw(&self, shard: usize, data: &[u8]) -> u64 {
@@ -74,90 +70,9 @@ impl Env {
     }
 }
 
-fn now() -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(1_795_000_000_123_456).unwrap_or_default()
-}
-
-fn position_with(i: usize, event_id: &str, recorded_offset: TimeDelta) -> Position {
-    let courier = format!("courier-{}", i % 7);
-    let order = format!("order-{i}");
-    let input = UncheckedPosition {
-        event_id: Some(event_id),
-        courier_id: Some(&courier),
-        lat: Some(-23.5 + i as f64 * 1e-4),
-        lon: Some(-46.6 - i as f64 * 1e-4),
-        recorded_at: Some(now() + recorded_offset),
-        accuracy_m: i.is_multiple_of(2).then_some(4.5),
-        speed_mps: None,
-        heading_deg: Some(90.0),
-        order_id: i.is_multiple_of(3).then_some(order.as_str()),
-    };
-    let lenient = TimeRules {
-        max_future: std::time::Duration::from_secs(365 * 24 * 3600),
-        ..TimeRules::default()
-    };
-    Position::try_new(&input, now(), &lenient).expect("valid position")
-}
-
-fn position(i: usize) -> Position {
-    position_with(
-        i,
-        &uuid::Uuid::now_v7().to_string(),
-        TimeDelta::milliseconds(-1500),
-    )
-}
-
-fn positions(n: usize) -> Vec<Position> {
-    (0..n).map(position).collect()
-}
-
-fn ids(ps: &[Position]) -> Vec<String> {
-    ps.iter().map(|p| p.event_id.to_string()).collect()
-}
-
 /// Every event_id in the table's current files (through the Delta log).
 async fn table_event_ids(table: &Path) -> Vec<String> {
-    let table = compactor::table::load(&Location::local(table))
-        .await
-        .expect("load")
-        .expect("a table");
-    let mut out = Vec::new();
-    let uris: Vec<String> = table.get_file_uris().expect("files").collect();
-    for uri in uris {
-        let path = local_path(&uri);
-        let file = std::fs::File::open(&path).expect("open parquet");
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .expect("parquet")
-            .build()
-            .expect("reader");
-        for batch in reader {
-            let batch = batch.expect("batch");
-            let col = arrow::compute::cast(
-                batch.column_by_name("event_id").expect("event_id"),
-                &arrow::datatypes::DataType::Utf8,
-            )
-            .expect("cast");
-            let strings = col.as_string::<i32>();
-            for i in 0..strings.len() {
-                out.push(strings.value(i).to_owned());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// delta-rs gives local file "URIs" as plain absolute paths.
-fn local_path(uri: &str) -> PathBuf {
-    match url::Url::parse(uri) {
-        Ok(url) => url.to_file_path().expect("a file URL"),
-        Err(_) => PathBuf::from(uri),
-    }
-}
-
-fn sorted(mut v: Vec<String>) -> Vec<String> {
-    v.sort();
-    v
+    common::table_event_ids(&Location::local(table)).await
 }
 
 async fn table_version(table: &Path) -> u64 {
@@ -514,4 +429,138 @@ async fn parquet_columns_follow_the_documented_order() {
             Some("UTC".into())
         )
     );
+}
+
+#[tokio::test]
+async fn a_crash_right_after_the_commit_skips_the_work_and_restores_the_manifest() {
+    let env = Env::new(1);
+    let a = positions(4);
+    env.append(0, &a);
+    let report = compactor::run(env.config()).await.expect("run");
+    let manifest = report.manifest.clone().expect("manifest");
+    let written = std::fs::read(&manifest).expect("manifest written");
+    // The process died between the commit and the manifest write.
+    std::fs::remove_file(&manifest).expect("lose the manifest");
+
+    let rerun = compactor::run(env.config()).await.expect("rerun");
+    assert!(!rerun.committed, "the committed records are not read again");
+    assert_eq!(rerun.records_read, 0);
+    assert_eq!(table_version(&env.table).await, report.table_version);
+    assert_eq!(table_event_ids(&env.table).await, sorted(ids(&a)));
+    assert_eq!(
+        std::fs::read(&manifest).expect("manifest restored"),
+        written,
+        "the same manifest, rebuilt from the commit"
+    );
+}
+
+#[tokio::test]
+async fn optimize_packs_small_files_and_vacuum_deletes_what_no_version_needs() {
+    use compactor::maintenance::{OptimizeConfig, VacuumConfig, optimize, vacuum};
+    let env = Env::new(1);
+    let table = Location::local(&env.table);
+    let mut all = Vec::new();
+    for _ in 0..4 {
+        let batch = positions(5);
+        env.append(0, &batch);
+        all.extend(batch);
+        compactor::run(env.config()).await.expect("run");
+    }
+    let before = common::files_per_partition(&table).await;
+    assert!(before.values().all(|n| *n == 4), "{before:?}");
+    let version = table_version(&env.table).await;
+
+    let report = optimize(&table, &OptimizeConfig::default())
+        .await
+        .expect("optimize");
+    assert_eq!(report.files_removed as usize, 4 * before.len());
+    assert_eq!(report.files_added as usize, before.len());
+    assert_eq!(report.rows_rewritten, 20);
+    assert_eq!(report.table_version, Some(version + 1));
+    let after = common::files_per_partition(&table).await;
+    assert!(after.values().all(|n| *n == 1), "{after:?}");
+    assert_eq!(table_event_ids(&env.table).await, sorted(ids(&all)));
+    // The commit changes no data: every action says so.
+    let log = std::fs::read_to_string(
+        env.table
+            .join("_delta_log")
+            .join(format!("{:020}.json", version + 1)),
+    )
+    .expect("commit file");
+    let mut actions = 0;
+    for line in log.lines() {
+        let action: serde_json::Value = serde_json::from_str(line).expect("json");
+        if let Some(info) = action.get("commitInfo") {
+            assert_eq!(info["operation"], "OPTIMIZE");
+        }
+        for kind in ["add", "remove"] {
+            if let Some(a) = action.get(kind) {
+                assert_eq!(a["dataChange"], false, "{line}");
+                actions += 1;
+            }
+        }
+    }
+    assert_eq!(actions, 5 * before.len());
+    let again = optimize(&table, &OptimizeConfig::default())
+        .await
+        .expect("optimize again");
+    assert_eq!(again.table_version, None, "nothing left to pack");
+
+    // The dedup window still covers the rows optimize moved.
+    env.append(0, &all[..1]);
+    let retry = compactor::run(env.config())
+        .await
+        .expect("run after optimize");
+    assert_eq!(retry.duplicates_dropped, 1);
+    assert_eq!(retry.rows_written, 0);
+
+    // A crashed run's Parquet file that no commit references.
+    let partition = env.table.join(format!(
+        "event_date={}",
+        after.keys().next().expect("a partition")
+    ));
+    let orphan = partition.join("part-00000-crashed-run.snappy.parquet");
+    std::fs::write(&orphan, b"PAR1 never committed").expect("orphan");
+
+    let dry = vacuum(
+        &table,
+        &VacuumConfig {
+            retention: std::time::Duration::from_secs(3600),
+            dry_run: true,
+        },
+    )
+    .await
+    .expect("dry run");
+    assert!(
+        dry.files_deleted.is_empty(),
+        "all younger than an hour: {dry:?}"
+    );
+    let done = vacuum(
+        &table,
+        &VacuumConfig {
+            retention: std::time::Duration::ZERO,
+            dry_run: false,
+        },
+    )
+    .await
+    .expect("vacuum");
+    assert_eq!(done.files_deleted.len(), 4 * before.len() + 1, "{done:?}");
+    assert!(!orphan.exists());
+    assert_eq!(table_event_ids(&env.table).await, sorted(ids(&all)));
+    assert!(
+        env.table
+            .join("_manifests")
+            .read_dir()
+            .expect("manifests")
+            .count()
+            >= 4,
+        "manifests are not data files"
+    );
+    // The table and the compactor go on.
+    let more = positions(2);
+    env.append(0, &more);
+    let last = compactor::run(env.config())
+        .await
+        .expect("run after vacuum");
+    assert_eq!(last.rows_written, 2);
 }

@@ -3,7 +3,10 @@
 //! - `throttle_every(n)`: every n-th `PutRecords` entry is not forwarded and
 //!   is answered as failed with `ProvisionedThroughputExceededException`,
 //!   exactly as Kinesis reports a partially failed call;
-//! - `cut()`: every connection is dropped without an answer, until `restore()`.
+//! - `cut()`: every connection is dropped without an answer, until `restore()`;
+//! - `stall(operation, pass)`: after letting `pass` calls of `operation` (for
+//!   example `GetRecords`) through, holds every further one unanswered, as a
+//!   hung network path does, until `restore()`; `held()` counts them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,6 +27,9 @@ struct State {
     entries_seen: AtomicUsize,
     throttled: AtomicUsize,
     down: AtomicBool,
+    stall: std::sync::Mutex<Option<(String, usize)>>,
+    held: AtomicUsize,
+    released: tokio::sync::Notify,
 }
 
 pub struct FaultProxy {
@@ -77,6 +83,40 @@ impl FaultProxy {
 
     pub fn restore(&self) {
         self.state.down.store(false, Ordering::SeqCst);
+        if let Ok(mut stall) = self.state.stall.lock() {
+            *stall = None;
+        }
+        self.state.released.notify_waiters();
+    }
+
+    #[allow(dead_code)] // used by the compactor's tests
+    pub fn stall(&self, operation: &str, pass: usize) {
+        if let Ok(mut stall) = self.state.stall.lock() {
+            *stall = Some((format!(".{operation}"), pass));
+        }
+    }
+
+    #[allow(dead_code)] // used by the compactor's tests
+    pub fn held(&self) -> usize {
+        self.state.held.load(Ordering::SeqCst)
+    }
+}
+
+/// Whether this call must be held (and counts the calls let through).
+fn must_hold(state: &State, target: &str) -> bool {
+    let Ok(mut stall) = state.stall.lock() else {
+        return false;
+    };
+    match stall.as_mut() {
+        Some((operation, pass)) if target.ends_with(operation.as_str()) => {
+            if *pass > 0 {
+                *pass -= 1;
+                false
+            } else {
+                true
+            }
+        }
+        _ => false,
     }
 }
 
@@ -109,6 +149,17 @@ async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    if must_hold(&state, &target) {
+        state.held.fetch_add(1, Ordering::SeqCst);
+        loop {
+            let released = state.released.notified();
+            let still = state.stall.lock().map(|s| s.is_some()).unwrap_or(false);
+            if !still {
+                break;
+            }
+            released.await;
+        }
+    }
     let every = state.throttle_every.load(Ordering::SeqCst);
     let mut failed_at: Vec<usize> = Vec::new();
     let mut forward_body = body.clone();
