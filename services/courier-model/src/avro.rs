@@ -321,7 +321,22 @@ impl AvroPosition {
 /// Decodes every datum of one stream record, resolving the writer schema
 /// against the current schema. A broken container fails as a whole; a datum
 /// that cannot be mapped fails alone.
+///
+/// Records written by our own encoder (the current or the previous schema,
+/// any of our codecs) take a hand-written fast path; any other record, and any
+/// record the fast path cannot read, goes through `apache-avro`'s generic
+/// reader with full schema resolution, which also produces the error.
 pub fn decode_record(record: &[u8]) -> Result<Vec<Result<AvroPosition, AvroError>>, AvroError> {
+    if let Some(positions) = fast::decode(record) {
+        return Ok(positions.into_iter().map(Ok).collect());
+    }
+    decode_record_generic(record)
+}
+
+/// [`decode_record`] through `apache-avro` only (no fast path).
+pub fn decode_record_generic(
+    record: &[u8],
+) -> Result<Vec<Result<AvroPosition, AvroError>>, AvroError> {
     let reader = apache_avro::Reader::builder(record)
         .reader_schema(schema())
         .build()
@@ -337,6 +352,159 @@ pub fn decode_record(record: &[u8]) -> Result<Vec<Result<AvroPosition, AvroError
                 })
         })
         .collect())
+}
+
+/// The fast path of [`decode_record`]: our own containers, read without the
+/// generic `Value` tree (which allocates every field name of every datum).
+mod fast {
+    use std::sync::LazyLock;
+
+    use super::{AvroPosition, SCHEMA_V1_JSON, strip_docs, writer_schema_json};
+
+    /// The header schema text of the previous version, as our encoder wrote it.
+    pub(super) static V1_WRITER_SCHEMA: LazyLock<String> = LazyLock::new(|| {
+        let mut value: serde_json::Value = serde_json::from_str(SCHEMA_V1_JSON)
+            .expect("schema/courier_position.v1.avsc is valid JSON");
+        strip_docs(&mut value);
+        value.to_string()
+    });
+
+    struct Cursor<'a> {
+        data: &'a [u8],
+        at: usize,
+    }
+
+    impl<'a> Cursor<'a> {
+        fn new(data: &'a [u8]) -> Self {
+            Self { data, at: 0 }
+        }
+
+        fn done(&self) -> bool {
+            self.at >= self.data.len()
+        }
+
+        fn long(&mut self) -> Option<i64> {
+            let mut value: u64 = 0;
+            for shift in (0..64).step_by(7) {
+                let byte = *self.data.get(self.at)?;
+                self.at += 1;
+                value |= u64::from(byte & 0x7f) << shift;
+                if byte & 0x80 == 0 {
+                    return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
+                }
+            }
+            None
+        }
+
+        fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+            let end = self.at.checked_add(n)?;
+            let out = self.data.get(self.at..end)?;
+            self.at = end;
+            Some(out)
+        }
+
+        fn sized(&mut self) -> Option<&'a [u8]> {
+            let n = usize::try_from(self.long()?).ok()?;
+            self.bytes(n)
+        }
+
+        fn string(&mut self) -> Option<String> {
+            std::str::from_utf8(self.sized()?).ok().map(str::to_owned)
+        }
+
+        fn double(&mut self) -> Option<f64> {
+            let raw: [u8; 8] = self.bytes(8)?.try_into().ok()?;
+            Some(f64::from_le_bytes(raw))
+        }
+
+        fn optional<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
+            match self.long()? {
+                0 => Some(None),
+                1 => read(self).map(Some),
+                _ => None,
+            }
+        }
+    }
+
+    /// The positions of one of our containers, or `None` when the record is
+    /// not one (another writer schema or codec) or is damaged.
+    pub(super) fn decode(record: &[u8]) -> Option<Vec<AvroPosition>> {
+        let mut c = Cursor::new(record);
+        if c.bytes(4)? != b"Obj\x01" {
+            return None;
+        }
+        let (mut schema, mut codec) = (None, None);
+        loop {
+            let mut count = c.long()?;
+            if count == 0 {
+                break;
+            }
+            if count < 0 {
+                count = count.checked_neg()?;
+                c.long()?; // block size in bytes
+            }
+            for _ in 0..count {
+                let key = c.sized()?;
+                let value = c.sized()?;
+                match key {
+                    b"avro.schema" => schema = Some(value),
+                    b"avro.codec" => codec = Some(value),
+                    _ => {}
+                }
+            }
+        }
+        let has_order_id = match schema? {
+            s if s == writer_schema_json().as_bytes() => true,
+            s if s == V1_WRITER_SCHEMA.as_bytes() => false,
+            _ => return None,
+        };
+        let sync = c.bytes(16)?;
+        let mut out = Vec::new();
+        while !c.done() {
+            let count = usize::try_from(c.long()?).ok()?;
+            let payload = c.sized()?;
+            if c.bytes(16)? != sync {
+                return None;
+            }
+            let datums: std::borrow::Cow<'_, [u8]> = match codec.unwrap_or(b"null") {
+                b"null" => payload.into(),
+                b"snappy" => {
+                    let (compressed, crc) = payload.split_at(payload.len().checked_sub(4)?);
+                    let raw = snap::raw::Decoder::new().decompress_vec(compressed).ok()?;
+                    if crc32fast::hash(&raw).to_be_bytes() != crc {
+                        return None;
+                    }
+                    raw.into()
+                }
+                b"zstandard" => zstd::stream::decode_all(payload).ok()?.into(),
+                _ => return None,
+            };
+            let mut d = Cursor::new(&datums);
+            out.reserve(count);
+            for _ in 0..count {
+                out.push(AvroPosition {
+                    event_id: d.string()?,
+                    courier_id: d.string()?,
+                    lat: d.double()?,
+                    lon: d.double()?,
+                    recorded_at: d.long()?,
+                    received_at: d.long()?,
+                    accuracy_m: d.optional(Cursor::double)?,
+                    speed_mps: d.optional(Cursor::double)?,
+                    heading_deg: d.optional(Cursor::double)?,
+                    order_id: if has_order_id {
+                        d.optional(Cursor::string)?
+                    } else {
+                        None
+                    },
+                });
+            }
+            if !d.done() {
+                return None;
+            }
+        }
+        Some(out)
+    }
 }
 
 #[cfg(test)]
@@ -381,6 +549,54 @@ mod tests {
             })
             .collect();
         assert_eq!(decoded, positions);
+    }
+
+    #[test]
+    fn our_records_take_the_fast_path_and_decode_like_the_generic_reader() {
+        for codec in [Codec::Null, Codec::Snappy, Codec::Zstandard] {
+            let positions: Vec<_> = (0..40).map(|i| sample(i, i % 3 == 0)).collect();
+            let mut datums = Vec::new();
+            for p in &positions {
+                encode_datum(p, &mut datums);
+            }
+            let record = RecordEncoder::new(codec).encode(&datums, positions.len());
+            let fast = fast::decode(&record).expect("our own record takes the fast path");
+            let generic: Vec<AvroPosition> = decode_record_generic(&record)
+                .expect("container")
+                .into_iter()
+                .map(|d| d.expect("datum"))
+                .collect();
+            assert_eq!(fast, generic, "{codec:?}");
+            // Damage anywhere makes the fast path step aside.
+            for cut in [5, record.len() / 2, record.len() - 1] {
+                assert!(fast::decode(&record[..cut]).is_none(), "cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn v1_records_of_our_previous_encoder_take_the_fast_path() {
+        let p = sample(1, false);
+        let mut datum = Vec::new();
+        encode_datum(&p, &mut datum);
+        datum.pop(); // v1 has no order_id: drop its (null) union branch
+        let mut record = b"Obj\x01".to_vec();
+        put_long(&mut record, 2);
+        put_str(&mut record, "avro.schema");
+        put_str(&mut record, &fast::V1_WRITER_SCHEMA);
+        put_str(&mut record, "avro.codec");
+        put_str(&mut record, "null");
+        put_long(&mut record, 0);
+        record.extend_from_slice(&[7u8; 16]);
+        put_long(&mut record, 1);
+        put_long(&mut record, datum.len() as i64);
+        record.extend_from_slice(&datum);
+        record.extend_from_slice(&[7u8; 16]);
+        let fast = fast::decode(&record).expect("fast path");
+        let generic = decode_record_generic(&record).expect("container");
+        assert_eq!(&fast[0], generic[0].as_ref().expect("datum"));
+        assert_eq!(fast[0].order_id, None);
+        assert_eq!(fast[0].validate(&TimeRules::default()).expect("valid"), p);
     }
 
     #[test]
