@@ -113,7 +113,8 @@ enum Command {
         /// Finish the Parquet files (one per date partition) after about this many rows.
         #[arg(long, env = "COMPACTOR_TARGET_FILE_ROWS", default_value_t = 1_000_000)]
         target_file_rows: u64,
-        /// Log the progress every this many seconds.
+        /// Log the progress every this many seconds (on a terminal with text
+        /// logs, a progress bar instead).
         #[arg(long, env = "COMPACTOR_PROGRESS_SECS", default_value_t = 10)]
         progress_secs: u64,
     },
@@ -202,7 +203,7 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-async fn execute(command: Command) -> Result<(), CompactorError> {
+async fn execute(command: Command, log_format: LogFormat) -> Result<(), CompactorError> {
     match command {
         Command::Run {
             stream,
@@ -223,6 +224,8 @@ async fn execute(command: Command) -> Result<(), CompactorError> {
             config.dedup_commits = dedup_commits;
             config.target_file_rows = target_file_rows.max(1);
             config.progress_every = Duration::from_secs(progress_secs.max(1));
+            config.progress_bar = matches!(log_format, LogFormat::Text)
+                && std::io::IsTerminal::is_terminal(&std::io::stderr());
             if let Some(uri) = dead_letter_uri {
                 config.dead_letters = Location::parse(&uri)?;
             }
@@ -347,7 +350,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    match runtime.block_on(execute(cli.command)) {
+    match runtime.block_on(execute(cli.command, cli.log_format)) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {
             let code = e.exit_code();

@@ -53,8 +53,10 @@ pub struct RunConfig {
     pub manifests: Location,
     /// Roll a new set of Parquet files after about this many rows.
     pub target_file_rows: u64,
-    /// Log the progress this often.
+    /// Log the progress this often (when there is no progress bar).
     pub progress_every: Duration,
+    /// Draw a progress bar on stderr (a terminal) instead of progress logs.
+    pub progress_bar: bool,
 }
 
 impl RunConfig {
@@ -81,6 +83,7 @@ impl RunConfig {
             dedup_commits: 24,
             target_file_rows: 1_000_000,
             progress_every: Duration::from_secs(10),
+            progress_bar: false,
         }
     }
 }
@@ -193,7 +196,9 @@ impl Rows {
     }
 
     fn push(&mut self, p: &courier_model::position::Position) {
-        self.event_id.append_value(p.event_id.to_string());
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        self.event_id
+            .append_value(p.event_id.as_uuid().hyphenated().encode_lower(&mut id));
         self.courier_id.append_value(p.courier_id.as_str());
         self.lat.append_value(p.lat.get());
         self.lon.append_value(p.lon.get());
@@ -386,6 +391,15 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
     let mut finished: HashMap<String, bool> =
         shards.iter().map(|s| (s.shard_id.clone(), false)).collect();
     let mut last_progress = Instant::now();
+    let bar = config.progress_bar.then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    });
 
     for shard in &shards {
         let shard_id = shard.shard_id.as_str();
@@ -473,7 +487,16 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
                 }
                 last_seq = Some(seq);
             }
-            if last_progress.elapsed() >= config.progress_every {
+            if let Some(bar) = &bar {
+                bar.set_message(format!(
+                    "{shard_id}: {} records read, {} rows, {} duplicates, {} dead letters; {}",
+                    report.records_read,
+                    report.rows_written + rows.len as u64,
+                    report.duplicates_dropped,
+                    dead.count,
+                    reader.lag()
+                ));
+            } else if last_progress.elapsed() >= config.progress_every {
                 last_progress = Instant::now();
                 tracing::info!(
                     shard = shard_id,
@@ -482,6 +505,7 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
                     rows = report.rows_written + rows.len as u64,
                     duplicates = report.duplicates_dropped,
                     dead_lettered = dead.count,
+                    lag = %reader.lag(),
                     "progress"
                 );
             }
@@ -492,6 +516,9 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
         {
             checkpoints.insert(shard_id.to_owned(), seq);
         }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
     }
     if rows.len > 0 {
         let n = rows.len as u64;

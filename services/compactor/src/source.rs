@@ -242,6 +242,7 @@ impl Source {
                     remaining: max_records,
                     run_started,
                     closed: shard.closed,
+                    behind_ms: None,
                     state: KinesisState::Reading,
                 })
             }
@@ -466,6 +467,8 @@ pub enum ShardReader {
         run_started: chrono::DateTime<chrono::Utc>,
         /// Whether the shard is closed.
         closed: bool,
+        /// `MillisBehindLatest` of the last `GetRecords`.
+        behind_ms: Option<i64>,
         /// Where the reader is.
         state: KinesisState,
     },
@@ -506,6 +509,7 @@ impl ShardReader {
                 remaining,
                 run_started,
                 closed,
+                behind_ms,
                 state,
             } => loop {
                 if *state != KinesisState::Reading {
@@ -531,6 +535,7 @@ impl ShardReader {
                         continue;
                     }
                 };
+                *behind_ms = out.millis_behind_latest();
                 let caught_up = out.millis_behind_latest().unwrap_or(0) == 0;
                 let mut records = Vec::with_capacity(out.records().len());
                 let mut past_start = false;
@@ -574,6 +579,19 @@ impl ShardReader {
                 if !records.is_empty() || *state != KinesisState::Reading {
                     return Ok(records);
                 }
+            },
+        }
+    }
+
+    /// How far behind the end of the run's range the reader is, for people.
+    pub fn lag(&self) -> String {
+        match self {
+            Self::Local { cursor, target, .. } => {
+                format!("{} records to go", target.saturating_sub(cursor.position()))
+            }
+            Self::Kinesis { behind_ms, .. } => match behind_ms {
+                Some(ms) => format!("{ms} ms behind the tip"),
+                None => "lag unknown".to_owned(),
             },
         }
     }
