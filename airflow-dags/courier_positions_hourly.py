@@ -2,53 +2,68 @@
 ### courier_positions_hourly
 
 Every hour: compact the courier position stream into the Delta table, load
-exactly the files of that compactor run into the warehouse, merge them into
-the `positions` fact table, check them, and refresh the gold tables for the
-dates the load touched. SQL lives in `sql/` (Redshift dialect; PostgreSQL
-differences in `sql/postgres/`, see its README).
+every compactor run the warehouse has not loaded yet (normally just this
+hour's), merge them into the `positions` fact table, check them, and refresh
+the gold tables for the dates the load touched. SQL lives in `sql/` (Redshift
+dialect; PostgreSQL differences in `sql/postgres/`, see its README).
 
 **Modes.** AWS (default): the compactor runs as an ECS task and the warehouse
 is Redshift. Local (`COURIER_LOCAL_MODE=true` or the Airflow Variable
 `courier_local_mode=true`): the compactor is a local process on the local
 stream and table, the warehouse is PostgreSQL. Both use the connection
-`courier_warehouse`. Settings: see `airflow-dags/README.md`.
+`courier_warehouse`. Settings (Variable, env, `[courier]` config, default):
+see `airflow-dags/README.md`.
+
+**Which runs are loaded: the high-water mark lives in the warehouse.** The
+table `compactor_loads` holds one row per compactor run merged into
+`positions` (table version, run, rows, files, manifest, loaded_at); the
+`MERGE` inserts those rows *in its own transaction*, so "merged" and
+"recorded as loaded" cannot disagree. Each DAG run asks the compactor for
+`runs --after-version <MAX(table_version) in compactor_loads>` and loads all of
+them, oldest first. A run whose report was lost (the compact task died after
+the commit, or an earlier DAG run failed after compacting) is therefore loaded
+by the next DAG run, exactly once; a retried or re-run DAG run finds nothing
+new and changes nothing.
 
 **Tasks**
 
 | task | what it does |
 |---|---|
+| `create_tables` | `CREATE TABLE IF NOT EXISTS` for staging, fact, gold, `compactor_loads` (idempotent) |
+| `loaded_version` | the high-water mark: `MAX(table_version)` of `compactor_loads` (0 when empty: version 0 is the table's creation, never a run) |
 | `choose_compactor` | branches to the ECS or the local compactor by mode |
-| `ecs_settings` | (AWS) reads the ECS settings from Variables at run time |
-| `compact_ecs` | (AWS) `EcsRunTaskOperator`: one `compactor run`; its last log line (the JSON run report) goes to XCom |
-| `compact_local` | (local) runs `compactor run` and pushes its JSON run report; exit 3 (another run committed first) fails the try, so it is retried |
-| `run_report` | validates the report of whichever compactor ran and passes it on: the table version in it names the manifest of *this* run, so a retried load reads the same files |
-| `create_tables` | `CREATE TABLE IF NOT EXISTS` for staging, fact, gold (idempotent) |
-| `load_staging` | empties `positions_staging` and loads the run's manifest: Redshift `COPY ... FORMAT AS PARQUET MANIFEST`; local: the manifest's Parquet files via pyarrow and `COPY FROM STDIN`, in one transaction. A run that added no files loads nothing |
-| `check_staging_row_count` | staging rows = `rows_written` of the report (`SQLValueCheckOperator`) |
+| `ecs_settings` | (AWS) reads the ECS settings at run time |
+| `compact_ecs` | (AWS) `EcsRunTaskOperator`: `compactor run`; its last log line (the one-line JSON run report) goes to XCom |
+| `runs_ecs` | (AWS) `EcsRunTaskOperator`: `compactor runs --after-version <loaded_version>`; its last log line (the JSON list) goes to XCom |
+| `compact_local` | (local) `compactor run`; exit 3 (another run committed first) or 4 (interrupted, nothing committed) fails the try, so it is retried |
+| `runs_local` | (local) `compactor runs --after-version <loaded_version>` |
+| `runs_to_load` | validates the list (all after the mark, ordered, a manifest for every run with files, this hour's committed run among them) and passes on the runs and the sum of their `rows_written` |
+| `load_staging` | empties `positions_staging` and `compactor_runs_staging`, loads the manifest of every run in table-version order (Redshift `COPY ... FORMAT AS PARQUET MANIFEST`; local: the manifests' Parquet files via pyarrow and `COPY FROM STDIN`, one transaction) and records the runs in `compactor_runs_staging` |
+| `check_staging_row_count` | staging rows = the sum of `rows_written` of the runs loaded (`SQLValueCheckOperator`) |
 | `check_staging_no_null_keys` | no empty `event_id`, `courier_id` or timestamps (`SQLCheckOperator`) |
 | `check_staging_coordinates` | lat/lon and the optional measures in range (`SQLCheckOperator`) |
-| `merge_positions` | `MERGE` staging into `positions` on `event_id`, deriving `event_date`; queues the touched dates in `gold_dirty_dates` (one transaction) |
+| `merge_positions` | `MERGE` staging into `positions` on `event_id`, deriving `event_date`; queues the touched dates in `gold_dirty_dates`; appends the staged runs to `compactor_loads` (one transaction) |
 | `check_fact_no_duplicates` | no `event_id` twice on the touched dates |
 | `check_fact_freshness` | newest `received_at` within `freshness_hours` of the interval end |
 | `refresh_gold` | delete-then-insert `courier_daily` and `positions_hourly` for the queued dates (one transaction) |
 | `notify_failure` | runs only when a task failed: publishes to SNS (local: logs), then fails so the run is marked failed |
 
 Idempotent per data interval: the compactor commits each stream range once,
-the load empties staging first, the MERGE is keyed on `event_id`, the gold
-refresh is delete-then-insert. `max_active_runs=1` because staging is shared.
-Checks are not retried (data does not fix itself); the other tasks are.
+the load empties staging first, the MERGE is keyed on `event_id` and records
+its runs in the same transaction, the gold refresh is delete-then-insert.
+`max_active_runs=1` because staging and the high-water mark are shared.
+Checks are not retried (data does not fix itself); the other tasks are. A
+failed check leaves the runs unloaded: every later DAG run retries them (and
+fails) until the cause is fixed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from airflow.providers.amazon.aws.operators.ecs import EcsRunTaskOperator
 from airflow.providers.common.sql.operators.sql import (
     SQLCheckOperator,
     SQLExecuteQueryOperator,
@@ -57,13 +72,22 @@ from airflow.providers.common.sql.operators.sql import (
 from airflow.sdk import TriggerRule, chain, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from courier_common import (
+    AWS_CONN_ID,
+    DAG_DIR,
+    REPO_ROOT,  # noqa: F401  (re-exported for tests and tools)
+    WAREHOUSE_CONN_ID,
+    ecs_compactor_task,
+    local_mode,
+    local_paths,
+    run_compactor,
+    setting,
+)
+from courier_common import ecs_settings as _ecs_settings
+
 log = logging.getLogger(__name__)
 
-DAG_DIR = Path(__file__).resolve().parent
 SQL_DIR = DAG_DIR / "sql"
-REPO_ROOT = DAG_DIR.parent
-WAREHOUSE_CONN_ID = "courier_warehouse"
-AWS_CONN_ID = "aws_default"
 
 # The ten Parquet columns, in the compactor's fixed order (COPY matches by
 # position); event_date is a Delta partition column, not in the files.
@@ -80,44 +104,22 @@ PARQUET_COLUMNS = (
     "order_id",
 )
 REPORT_KEYS = ("run", "committed", "rows_written", "files_added", "table_version", "manifest")
+RUN_KEYS = ("table_version", "run", "report", "files_added", "manifest")
 
 
-def setting(name: str, default: str | None = None) -> str | None:
-    """Run-time setting: Airflow Variable `courier_<name>` (so also
-    `AIRFLOW_VAR_COURIER_<NAME>`), else environment `COURIER_<NAME>`, else
-    `default`. Only called inside tasks and templates, never at import."""
-    from airflow.sdk import Variable
-
-    try:
-        value = Variable.get(f"courier_{name}", default=None)
-    except Exception:  # no metadata database / API reachable: fall back to env
-        value = None
-    if value is None or value == "":
-        value = os.environ.get(f"COURIER_{name.upper()}")
-    return default if value is None or value == "" else value
+def manifest_uri(manifests_uri: str, table_version: int) -> str:
+    """`<manifests>/v<table version, 20 digits>.json` (compactor contract; the manifests
+    default to `<table>/_manifests`)."""
+    return f"{manifests_uri.rstrip('/')}/v{int(table_version):020d}.json"
 
 
-def local_mode() -> bool:
-    return (setting("local_mode", "false") or "false").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _local_paths() -> dict[str, str]:
-    return {
-        "compactor_bin": setting("compactor_bin", str(REPO_ROOT / "target" / "debug" / "compactor")),
-        "data_dir": setting("data_dir", str(REPO_ROOT / "data")),
-        "stream_name": setting("stream_name", "courier-positions"),
-        "table_uri": setting("table_uri", str(REPO_ROOT / "lake" / "positions")),
-    }
-
-
-def manifest_uri(table_uri: str, table_version: int) -> str:
-    """`<table>/_manifests/v<table version, 20 digits>.json` (compactor contract)."""
-    return f"{table_uri.rstrip('/')}/_manifests/v{int(table_version):020d}.json"
+def _json(raw):
+    return json.loads(raw) if isinstance(raw, (str, bytes)) else raw
 
 
 def parse_report(raw) -> dict:
-    """The compactor's JSON run report, validated."""
-    report = json.loads(raw) if isinstance(raw, (str, bytes)) else dict(raw)
+    """The JSON report of `compactor run`, validated."""
+    report = dict(_json(raw))
     missing = [k for k in REPORT_KEYS if k not in report]
     if missing:
         raise ValueError(f"compactor run report lacks {missing}: {report}")
@@ -126,32 +128,101 @@ def parse_report(raw) -> dict:
     return report
 
 
-def _load_local(report: dict, table_uri: str) -> int:
-    """Local substitute for Redshift COPY: read exactly the Parquet files listed
-    in the run's manifest and stream them into positions_staging (emptied
-    first) in one transaction. Returns the rows loaded."""
+def manifests_location() -> str | None:
+    """Where the manifests must be: `manifest_uri`, else `<table_uri>/_manifests` (local
+    mode: the local table's), else unknown (None)."""
+    if local_mode():
+        return local_paths()["manifest_uri"]
+    table_uri = setting("table_uri")
+    return setting("manifest_uri", f"{table_uri.rstrip('/')}/_manifests" if table_uri else None)
+
+
+def _under(location: str, prefix: str) -> bool:
+    if "://" not in prefix and "://" not in location:  # local paths: compare them resolved
+        location, prefix = str(Path(location).resolve()), str(Path(prefix).resolve())
+    return location.startswith(prefix.rstrip("/") + "/")
+
+
+def plan_load(raw_runs, after_version: int, compact_report=None, manifest_prefix: str | None = None) -> dict:
+    """Validate the output of `compactor runs --after-version <after_version>` and turn it
+    into the load plan: the runs oldest first, and the rows they wrote in total. With
+    `manifest_prefix`, every manifest must be under it (the COPY reads what the
+    environment's settings name, not a table of another environment)."""
+    runs = _json(raw_runs)
+    if not isinstance(runs, list):
+        raise ValueError(f"compactor runs did not print a JSON list: {raw_runs!r}")
+    plan = []
+    for r in runs:
+        missing = [k for k in RUN_KEYS if k not in r] + [
+            f"report.{k}" for k in ("rows_written",) if k not in (r.get("report") or {})
+        ]
+        if missing:
+            raise ValueError(f"compactor runs entry lacks {missing}: {r}")
+        version, rows, files = int(r["table_version"]), int(r["report"]["rows_written"]), int(r["files_added"])
+        if version <= after_version:
+            raise ValueError(f"run at table version {version} is not after the loaded version {after_version}")
+        if (rows > 0 or files > 0) and not r["manifest"]:
+            raise ValueError(f"run {r['run']} (table version {version}) added files but names no manifest: {r}")
+        if files > 0 and manifest_prefix and not _under(r["manifest"], manifest_prefix):
+            raise ValueError(f"manifest {r['manifest']} is not under {manifest_prefix}")
+        plan.append({"table_version": version, "run": int(r["run"]), "rows_written": rows, "files_added": files,
+                     "manifest": r["manifest"] if files > 0 else None})  # fmt: skip
+    plan.sort(key=lambda r: r["table_version"])
+    versions = [r["table_version"] for r in plan]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"table versions listed twice: {versions}")
+    if compact_report is not None:
+        report = parse_report(compact_report)
+        if report["committed"]:
+            mine = [r for r in plan if r["table_version"] == int(report["table_version"])]
+            if not mine:
+                raise ValueError(
+                    f"this hour's run committed table version {report['table_version']}, "
+                    f"but compactor runs after {after_version} lists only {versions}"
+                )
+            if mine[0]["rows_written"] != int(report["rows_written"]):
+                raise ValueError(
+                    f"run report says {report['rows_written']} rows, compactor runs says {mine[0]['rows_written']}"
+                )
+    return {
+        "after_version": after_version,
+        "table_version": max(versions, default=after_version),
+        "runs": plan,
+        "rows_written": sum(r["rows_written"] for r in plan),
+    }
+
+
+def _manifest_files(path: str) -> list[Path]:
     from urllib.parse import unquote, urlparse
 
+    manifest = json.loads(Path(path).read_text())
+    files = []
+    for entry in manifest["entries"]:
+        url = urlparse(entry["url"])
+        if url.scheme not in ("", "file"):
+            raise ValueError(f"local mode reads local files only, not {entry['url']}")
+        file = Path(unquote(url.path))
+        size = file.stat().st_size
+        if size != entry["meta"]["content_length"]:
+            raise ValueError(f"{file}: {size} bytes, manifest says {entry['meta']['content_length']}")
+        files.append(file)
+    return files
+
+
+RUNS_STAGING_INSERT = (
+    "INSERT INTO compactor_runs_staging (table_version, compactor_run, rows_written, files_added, manifest)"
+    " VALUES (%s, %s, %s, %s, %s)"
+)
+
+
+def _load_local(plan: dict) -> int:
+    """Local substitute for Redshift COPY: read exactly the Parquet files listed in the
+    manifests of the planned runs, oldest first, and stream them into positions_staging
+    (emptied first), recording the runs in compactor_runs_staging; one transaction.
+    Returns the rows loaded."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from airflow.providers.postgres.hooks.postgres import PostgresHook
-
-    files: list[Path] = []
-    if int(report["files_added"]) > 0:
-        path = manifest_uri(table_uri, report["table_version"])
-        if report.get("manifest") and Path(report["manifest"]).resolve() != Path(path).resolve():
-            raise ValueError(f"report names manifest {report['manifest']}, expected {path}")
-        manifest = json.loads(Path(path).read_text())
-        for entry in manifest["entries"]:
-            url = urlparse(entry["url"])
-            if url.scheme not in ("", "file"):
-                raise ValueError(f"local mode reads local files only, not {entry['url']}")
-            file = Path(unquote(url.path))
-            size = file.stat().st_size
-            if size != entry["meta"]["content_length"]:
-                raise ValueError(f"{file}: {size} bytes, manifest says {entry['meta']['content_length']}")
-            files.append(file)
-        log.info("manifest %s: %d files", path, len(files))
 
     columns = ", ".join(PARQUET_COLUMNS)
     loaded = 0
@@ -159,43 +230,59 @@ def _load_local(report: dict, table_uri: str) -> int:
     try:
         with conn.cursor() as cur:
             cur.execute("TRUNCATE positions_staging")
-            for file in files:
-                table = pq.read_table(file)
-                if tuple(table.column_names) != PARQUET_COLUMNS:
-                    raise ValueError(f"{file}: columns {table.column_names}, expected {list(PARQUET_COLUMNS)}")
-                # Timestamps are UTC instants; the warehouse stores UTC wall time.
-                for i, field in enumerate(table.schema):
-                    if pa.types.is_timestamp(field.type):
-                        table = table.set_column(i, field.name, table.column(i).cast(pa.timestamp("us")))
-                with cur.copy(f"COPY positions_staging ({columns}) FROM STDIN") as copy:
-                    for batch in table.to_batches(max_chunksize=65536):
-                        for row in zip(*(col.to_pylist() for col in batch.columns)):
-                            copy.write_row(row)
-                loaded += table.num_rows
+            cur.execute("TRUNCATE compactor_runs_staging")
+            for run in plan["runs"]:
+                files = _manifest_files(run["manifest"]) if run["files_added"] > 0 else []
+                log.info("run %s (table version %s): %d files", run["run"], run["table_version"], len(files))
+                for file in files:
+                    table = pq.read_table(file)
+                    if tuple(table.column_names) != PARQUET_COLUMNS:
+                        raise ValueError(f"{file}: columns {table.column_names}, expected {list(PARQUET_COLUMNS)}")
+                    # Timestamps are UTC instants; the warehouse stores UTC wall time.
+                    for i, field in enumerate(table.schema):
+                        if pa.types.is_timestamp(field.type):
+                            table = table.set_column(i, field.name, table.column(i).cast(pa.timestamp("us")))
+                    with cur.copy(f"COPY positions_staging ({columns}) FROM STDIN") as copy:
+                        for batch in table.to_batches(max_chunksize=65536):
+                            for row in zip(*(col.to_pylist() for col in batch.columns)):
+                                copy.write_row(row)
+                    loaded += table.num_rows
+                cur.execute(RUNS_STAGING_INSERT, (run["table_version"], run["run"], run["rows_written"],
+                                                  run["files_added"], run["manifest"]))  # fmt: skip
         conn.commit()
     finally:
         conn.close()
     return loaded
 
 
-def _load_redshift(report: dict, table_uri: str, iam_role: str) -> None:
+def _check_warehouse_connection(hook_conn) -> None:
+    """AWS mode: when Terraform named the Redshift workgroup/database, the courier_warehouse
+    connection must point at them (a connection left over from another environment
+    would load this environment's lake into the wrong warehouse)."""
+    workgroup, database = setting("redshift_workgroup"), setting("redshift_database")
+    extra = hook_conn.extra_dejson or {}
+    if database and hook_conn.schema and hook_conn.schema != database:
+        raise ValueError(f"courier_warehouse connects to database {hook_conn.schema!r}, expected {database!r}")
+    if workgroup and extra.get("serverless_work_group") and extra["serverless_work_group"] != workgroup:
+        raise ValueError(
+            f"courier_warehouse uses workgroup {extra['serverless_work_group']!r}, expected {workgroup!r}"
+        )
+
+
+def _load_redshift(plan: dict, iam_role: str) -> None:
     import jinja2
     from airflow.sdk import BaseHook
 
-    hook = BaseHook.get_connection(WAREHOUSE_CONN_ID).get_hook()
-    if int(report["files_added"]) == 0:
-        hook.run("TRUNCATE positions_staging", autocommit=True)
-        return
-    sql = jinja2.Template((SQL_DIR / "copy_staging.sql").read_text()).render(
-        manifest_uri=manifest_uri(table_uri, report["table_version"]), iam_role=iam_role
-    )
-    hook.run(sql, autocommit=True, split_statements=True)
+    conn = BaseHook.get_connection(WAREHOUSE_CONN_ID)
+    _check_warehouse_connection(conn)
+    sql = jinja2.Template((SQL_DIR / "copy_staging.sql").read_text()).render(runs=plan["runs"], iam_role=iam_role)
+    conn.get_hook().run(sql, autocommit=True, split_statements=True)
 
 
 def _notify(context) -> str:
     dag_run = context["dag_run"]
     message = (
-        f"courier_positions_hourly failed: run {dag_run.run_id}, data interval "
+        f"courier_positions_hourly failed in {setting('environment')}: run {dag_run.run_id}, data interval "
         f"{context['data_interval_start']} - {context['data_interval_end']}. See the task logs."
     )
     if local_mode():
@@ -204,7 +291,9 @@ def _notify(context) -> str:
         from airflow.providers.amazon.aws.hooks.sns import SnsHook
 
         SnsHook(aws_conn_id=AWS_CONN_ID).publish_to_target(
-            target_arn=setting("alerts_topic_arn"), message=message, subject="courier_positions_hourly failed"
+            target_arn=setting("alerts_topic_arn"),
+            message=message,
+            subject=f"courier_positions_hourly failed ({setting('environment')})",
         )
         log.error("published failure to SNS: %s", message)
     return message
@@ -230,70 +319,6 @@ def _notify(context) -> str:
     },
 )
 def courier_positions_hourly():
-    @task.branch
-    def choose_compactor() -> str:
-        return "compact_local" if local_mode() else "ecs_settings"
-
-    @task
-    def ecs_settings() -> dict:
-        """ECS settings from Variables, read at run time (not at import)."""
-        container = setting("ecs_container_name", "compactor")
-        return {
-            "cluster": setting("ecs_cluster"),
-            "task_definition": setting("ecs_task_definition"),
-            "network_configuration": json.loads(setting("ecs_network_configuration", "{}")),
-            "awslogs_group": setting("ecs_log_group"),
-            "awslogs_stream_prefix": f"{setting('ecs_log_stream_prefix', 'compactor')}/{container}",
-            "overrides": {"containerOverrides": [{"name": container, "command": ["run"]}]},
-        }
-
-    ecs = ecs_settings()
-    compact_ecs = EcsRunTaskOperator(
-        task_id="compact_ecs",
-        aws_conn_id=AWS_CONN_ID,
-        cluster=ecs["cluster"],
-        task_definition=ecs["task_definition"],
-        launch_type="FARGATE",
-        network_configuration=ecs["network_configuration"],
-        overrides=ecs["overrides"],
-        awslogs_group=ecs["awslogs_group"],
-        awslogs_stream_prefix=ecs["awslogs_stream_prefix"],
-        do_xcom_push=True,  # the last log line: the run report
-    )
-
-    @task
-    def compact_local() -> dict:
-        paths = _local_paths()
-        cmd = [
-            paths["compactor_bin"], "run",
-            "--data-dir", paths["data_dir"],
-            "--stream-name", paths["stream_name"],
-            "--table-uri", paths["table_uri"],
-        ]  # fmt: skip
-        log.info("running %s", " ".join(cmd))
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if proc.stderr:
-            log.info("compactor stderr:\n%s", proc.stderr)
-        if proc.returncode == 3:
-            raise RuntimeError("another compactor run committed this run number first; retrying")
-        if proc.returncode != 0:
-            raise RuntimeError(f"compactor exited {proc.returncode}: {proc.stderr[-2000:]}")
-        report = parse_report(proc.stdout)
-        log.info("compactor run report: %s", json.dumps(report))
-        return report
-
-    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-    def run_report(ti=None) -> dict:
-        raw = ti.xcom_pull(task_ids="compact_local") if local_mode() else ti.xcom_pull(task_ids="compact_ecs")
-        if raw is None:
-            raise ValueError("no compactor run report in XCom")
-        report = parse_report(raw)
-        log.info(
-            "run %s: %s rows in %s files, table version %s",
-            report["run"], report["rows_written"], report["files_added"], report["table_version"],
-        )  # fmt: skip
-        return report
-
     create_tables = SQLExecuteQueryOperator(
         task_id="create_tables",
         conn_id=WAREHOUSE_CONN_ID,
@@ -303,20 +328,81 @@ def courier_positions_hourly():
     )
 
     @task
-    def load_staging(report: dict) -> int:
+    def loaded_version() -> int:
+        """The last compactor table version merged into the warehouse (0: none)."""
+        from airflow.sdk import BaseHook
+
+        hook = BaseHook.get_connection(WAREHOUSE_CONN_ID).get_hook()
+        (version,) = hook.get_first("SELECT COALESCE(MAX(table_version), 0) FROM compactor_loads")
+        log.info("warehouse has loaded compactor runs up to table version %s", version)
+        return int(version)
+
+    @task.branch
+    def choose_compactor() -> str:
+        return "compact_local" if local_mode() else "ecs_settings"
+
+    @task
+    def ecs_settings() -> dict:
+        """ECS settings, read at run time (not at import)."""
+        return _ecs_settings()
+
+    ecs = ecs_settings()
+    compact_ecs = ecs_compactor_task("compact_ecs", ecs, ["run"])
+    runs_ecs = ecs_compactor_task(
+        "runs_ecs", ecs, ["runs", "--after-version", "{{ ti.xcom_pull(task_ids='loaded_version') }}"]
+    )
+
+    @task
+    def compact_local() -> dict:
+        p = local_paths()
+        report = parse_report(run_compactor(
+            "run", "--data-dir", p["data_dir"], "--stream-name", p["stream_name"],
+            "--table-uri", p["table_uri"], "--manifest-uri", p["manifest_uri"],
+        ))  # fmt: skip
+        log.info("compactor run report: %s", json.dumps(report))
+        return report
+
+    @task
+    def runs_local(after_version: int) -> list:
+        p = local_paths()
+        return run_compactor(
+            "runs", "--after-version", str(after_version), "--stream-name", p["stream_name"],
+            "--table-uri", p["table_uri"], "--manifest-uri", p["manifest_uri"],
+        )  # fmt: skip
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    def runs_to_load(ti=None) -> dict:
+        local = local_mode()
+        raw = ti.xcom_pull(task_ids="runs_local" if local else "runs_ecs")
+        if raw is None:
+            raise ValueError("no compactor runs list in XCom")
+        plan = plan_load(
+            raw,
+            int(ti.xcom_pull(task_ids="loaded_version")),
+            ti.xcom_pull(task_ids="compact_local" if local else "compact_ecs"),
+            manifests_location(),
+        )
+        for r in plan["runs"]:
+            log.info("to load: run %s, table version %s, %s rows in %s files, %s",
+                     r["run"], r["table_version"], r["rows_written"], r["files_added"], r["manifest"])  # fmt: skip
+        log.info("%d runs after table version %s, %s rows", len(plan["runs"]), plan["after_version"], plan["rows_written"])
+        return plan
+
+    @task
+    def load_staging(plan: dict) -> int:
         if local_mode():
-            rows = _load_local(report, _local_paths()["table_uri"])
+            rows = _load_local(plan)
         else:
-            _load_redshift(report, setting("table_uri"), setting("redshift_iam_role"))
-            rows = int(report["rows_written"])
-        log.info("staged run %s (table version %s)", report["run"], report["table_version"])
+            _load_redshift(plan, setting("redshift_copy_role_arn"))
+            rows = plan["rows_written"]
+        log.info("staged %d runs (table versions %s..%s)", len(plan["runs"]), plan["after_version"] + 1, plan["table_version"])
         return rows
 
     check_kwargs = {"conn_id": WAREHOUSE_CONN_ID, "retries": 0}
     check_row_count = SQLValueCheckOperator(
         task_id="check_staging_row_count",
         sql="checks/staging_row_count.sql",
-        pass_value="{{ ti.xcom_pull(task_ids='run_report')['rows_written'] }}",
+        pass_value="{{ ti.xcom_pull(task_ids='runs_to_load')['rows_written'] }}",
         **check_kwargs,
     )
     check_null_keys = SQLCheckOperator(
@@ -345,16 +431,20 @@ def courier_positions_hourly():
         # the run successful.
         raise RuntimeError(message)
 
+    version = loaded_version()
     branch = choose_compactor()
     local = compact_local()
-    report = run_report()
-    loaded = load_staging(report)
+    local_runs = runs_local(version)
+    plan = runs_to_load()
+    loaded = load_staging(plan)
     notify = notify_failure()
 
+    chain(create_tables, version)
     chain(branch, [ecs, local])
-    chain(ecs, compact_ecs)
-    chain([compact_ecs, local], report)
-    chain([report, create_tables], loaded)
+    chain(ecs, compact_ecs, runs_ecs)
+    chain(version, runs_ecs)
+    chain(local, local_runs)
+    chain([runs_ecs, local_runs], plan)
     chain(
         loaded,
         [check_row_count, check_null_keys, check_coordinates],
@@ -363,8 +453,8 @@ def courier_positions_hourly():
     chain(merge_positions, [check_duplicates, check_freshness], refresh_gold)
     # Every task but the branch (whose skips would skip the notifier) feeds it.
     chain(
-        [ecs, compact_ecs, local, report, create_tables, loaded, check_row_count, check_null_keys,
-         check_coordinates, merge_positions, check_duplicates, check_freshness, refresh_gold],
+        [create_tables, version, ecs, compact_ecs, runs_ecs, local, local_runs, plan, loaded, check_row_count,
+         check_null_keys, check_coordinates, merge_positions, check_duplicates, check_freshness, refresh_gold],
         notify,
     )  # fmt: skip
 

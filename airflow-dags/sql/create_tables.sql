@@ -78,3 +78,29 @@ CREATE TABLE IF NOT EXISTS positions_hourly (
 )
 DISTSTYLE ALL
 SORTKEY (event_hour);
+
+-- The compactor runs of the current load (written by load_staging with the
+-- staged rows), and the runs already merged into positions: the warehouse's
+-- own high-water mark. merge_positions.sql appends the staged runs to
+-- compactor_loads in the MERGE's transaction; the DAG loads
+-- `compactor runs --after-version <MAX(table_version)>` next time.
+CREATE TABLE IF NOT EXISTS compactor_runs_staging (
+    table_version  BIGINT        NOT NULL,
+    compactor_run  BIGINT        NOT NULL,
+    rows_written   BIGINT        NOT NULL,
+    files_added    BIGINT        NOT NULL,
+    manifest       VARCHAR(1024)           -- NULL: the run added no files
+)
+DISTSTYLE ALL;
+
+CREATE TABLE IF NOT EXISTS compactor_loads (
+    table_version  BIGINT        NOT NULL, -- Delta table version the run committed
+    compactor_run  BIGINT        NOT NULL,
+    rows_written   BIGINT        NOT NULL,
+    files_added    BIGINT        NOT NULL,
+    manifest       VARCHAR(1024),
+    loaded_at      TIMESTAMP     NOT NULL DEFAULT GETDATE(),
+    PRIMARY KEY (table_version)
+)
+DISTSTYLE ALL
+SORTKEY (table_version);

@@ -1,10 +1,11 @@
--- Upsert the staged run into the fact table on event_id (Redshift and
+-- Upsert the staged runs into the fact table on event_id (Redshift and
 -- PostgreSQL 15+). event_date is derived from recorded_at (UTC date): it is a
 -- Delta partition column, absent from the Parquet files. The source is
 -- deduplicated first (Redshift's MERGE rejects a source with repeated match
 -- keys; the compactor's dedup window is the first line of defence, this is
 -- the second). The touched dates are queued for the gold refresh in the same
--- transaction.
+-- transaction, and so are the staged compactor runs
+-- (compactor_runs_staging) in compactor_loads.
 BEGIN;
 
 CREATE TEMP TABLE positions_merge_source AS
@@ -63,6 +64,13 @@ INSERT INTO gold_dirty_dates (event_date)
 SELECT DISTINCT src.event_date
 FROM positions_merge_source AS src
 WHERE src.event_date NOT IN (SELECT d.event_date FROM gold_dirty_dates AS d);
+
+-- Record the merged runs: the high-water mark moves with the data, in the
+-- same transaction (a retried MERGE of the same runs inserts nothing twice).
+INSERT INTO compactor_loads (table_version, compactor_run, rows_written, files_added, manifest)
+SELECT r.table_version, r.compactor_run, r.rows_written, r.files_added, r.manifest
+FROM compactor_runs_staging AS r
+WHERE r.table_version NOT IN (SELECT l.table_version FROM compactor_loads AS l);
 
 DROP TABLE positions_merge_source;
 

@@ -10,12 +10,15 @@ HOURLY = "courier_positions_hourly"
 MAINTENANCE = "courier_positions_maintenance"
 
 EXPECTED_EDGES = {
+    "create_tables": {"loaded_version", "notify_failure"},
+    "loaded_version": {"runs_ecs", "runs_local", "notify_failure"},
     "choose_compactor": {"ecs_settings", "compact_local"},
-    "ecs_settings": {"compact_ecs", "notify_failure"},
-    "compact_ecs": {"run_report", "notify_failure"},
-    "compact_local": {"run_report", "notify_failure"},
-    "run_report": {"load_staging", "notify_failure"},
-    "create_tables": {"load_staging", "notify_failure"},
+    "ecs_settings": {"compact_ecs", "runs_ecs", "notify_failure"},
+    "compact_ecs": {"runs_ecs", "notify_failure"},
+    "runs_ecs": {"runs_to_load", "notify_failure"},
+    "compact_local": {"runs_local", "notify_failure"},
+    "runs_local": {"runs_to_load", "notify_failure"},
+    "runs_to_load": {"load_staging", "notify_failure"},
     "load_staging": {
         "check_staging_row_count",
         "check_staging_no_null_keys",
@@ -30,6 +33,16 @@ EXPECTED_EDGES = {
     "check_fact_freshness": {"refresh_gold", "notify_failure"},
     "refresh_gold": {"notify_failure"},
     "notify_failure": set(),
+}
+
+MAINTENANCE_EDGES = {
+    "choose_compactor": {"ecs_settings", "optimize_local"},
+    "ecs_settings": {"optimize_ecs", "vacuum_ecs"},
+    "optimize_ecs": {"vacuum_ecs"},
+    "vacuum_ecs": set(),
+    "optimize_local": {"vacuum_local"},
+    "vacuum_local": set(),
+    "vacuum_analyze": set(),
 }
 
 
@@ -75,6 +88,26 @@ def test_check_tasks_use_common_sql_check_operators(dagbag):
     assert kinds.pop("check_staging_row_count") == "SQLValueCheckOperator"
     assert set(kinds.values()) == {"SQLCheckOperator"}
     assert type(dag.get_task("compact_ecs")).__name__ == "EcsRunTaskOperator"
+    assert type(dag.get_task("runs_ecs")).__name__ == "EcsRunTaskOperator"
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "task_id", "command"),
+    [
+        (HOURLY, "compact_ecs", ["run"]),
+        (HOURLY, "runs_ecs", ["runs", "--after-version", "{{ ti.xcom_pull(task_ids='loaded_version') }}"]),
+        (MAINTENANCE, "optimize_ecs", ["optimize", "--target-file-mib", "{{ courier_setting('optimize_target_file_mib') }}",
+                                       "--min-files", "{{ courier_setting('optimize_min_files') }}"]),
+        (MAINTENANCE, "vacuum_ecs", ["vacuum", "--retention-hours", "{{ courier_setting('vacuum_retention_hours') }}"]),
+    ],
+)  # fmt: skip
+def test_ecs_tasks_run_the_compactor_subcommand_and_push_its_last_log_line(dagbag, dag_id, task_id, command):
+    op = dagbag.dags[dag_id].get_task(task_id)
+    assert type(op).__name__ == "EcsRunTaskOperator"
+    (override,) = op.overrides["containerOverrides"]
+    assert override["command"] == command
+    assert "ecs_settings" in override["name"]
+    assert op.do_xcom_push is True and op.launch_type == "FARGATE"
 
 
 @pytest.mark.parametrize("dag_id", [HOURLY, MAINTENANCE])
@@ -86,9 +119,10 @@ def test_dag_has_owner_tags_and_docs(dagbag, dag_id):
     assert all(t.owner == "data-engineering" for t in dag.tasks)
 
 
-def test_maintenance_runs_vacuum_analyze_with_autocommit(dagbag):
+def test_maintenance_task_graph_and_vacuum_analyze_autocommit(dagbag):
     dag = dagbag.dags[MAINTENANCE]
-    assert dag.task_ids == ["vacuum_analyze"]
+    assert {t.task_id: set(t.downstream_task_ids) for t in dag.tasks} == MAINTENANCE_EDGES
+    assert all(t in dag.doc_md for t in MAINTENANCE_EDGES)
     task = dag.get_task("vacuum_analyze")
     assert task.autocommit is True
     assert set(dag.tags) == {"courier", "warehouse", "maintenance"}

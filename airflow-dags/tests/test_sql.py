@@ -21,13 +21,22 @@ REDSHIFT_SQL = [p for p in ALL_SQL if "postgres" not in p.relative_to(SQL_DIR).p
 POSTGRES_SQL = [p for p in ALL_SQL if "postgres" in p.relative_to(SQL_DIR).parts]
 
 
+SAMPLE_RUNS = [
+    {"table_version": 7, "run": 6, "rows_written": 120, "files_added": 2,
+     "manifest": "s3://courier-lake/manifests/v00000000000000000007.json"},
+    {"table_version": 8, "run": 7, "rows_written": 0, "files_added": 0, "manifest": None},
+    {"table_version": 9, "run": 8, "rows_written": 5, "files_added": 1,
+     "manifest": "s3://courier-lake/manifests/v00000000000000000009.json"},
+]  # fmt: skip
+
+
 def render(path, **extra) -> str:
     """Render a file as the DAG would (Jinja), with fixed sample values."""
     context = {
         "data_interval_start": datetime(2026, 11, 24, 10),
         "data_interval_end": datetime(2026, 11, 24, 11),
         "params": {"freshness_hours": 3},
-        "manifest_uri": "s3://courier-lake/positions/_manifests/v00000000000000000007.json",
+        "runs": SAMPLE_RUNS,
         "iam_role": "arn:aws:iam::123456789012:role/redshift-copy",
         "courier_local_mode": lambda: False,
         **extra,
@@ -65,16 +74,25 @@ def test_postgres_variants_parse_as_postgres(path):
     assert sqlglot.parse(render(path), read="postgres")
 
 
-def test_copy_reads_the_manifest_as_parquet_by_position():
+def test_copy_loads_every_planned_manifest_in_order_as_parquet_by_position():
     sql = render(SQL_DIR / "copy_staging.sql")
-    copy = [e for e in sqlglot.parse(sql, read="redshift") if isinstance(e, exp.Copy)]
-    assert len(copy) == 1
-    assert copy[0].this.name == "positions_staging"
-    assert not copy[0].this.expressions, "COPY by position: no column list"
+    parsed = sqlglot.parse(sql, read="redshift")
+    copies = [e for e in parsed if isinstance(e, exp.Copy)]
+    assert len(copies) == 2, "one COPY per run with files"
+    assert all(c.this.name == "positions_staging" and not c.this.expressions for c in copies), "COPY by position"
     flat = " ".join(sql.split())
-    assert "FROM 's3://courier-lake/positions/_manifests/v00000000000000000007.json'" in flat
-    assert "FORMAT AS PARQUET MANIFEST" in flat
-    assert "IAM_ROLE 'arn:aws:iam::123456789012:role/redshift-copy'" in flat
+    first = flat.index("FROM 's3://courier-lake/manifests/v00000000000000000007.json'")
+    assert first < flat.index("FROM 's3://courier-lake/manifests/v00000000000000000009.json'")
+    assert flat.count("FORMAT AS PARQUET MANIFEST") == 2
+    assert flat.count("IAM_ROLE 'arn:aws:iam::123456789012:role/redshift-copy'") == 2
+    inserts = [e for e in parsed if isinstance(e, exp.Insert)]
+    assert [e.this.this.name for e in inserts] == ["compactor_runs_staging"] * 3
+    assert "NULL" in inserts[1].sql() and "v00000000000000000009.json" in inserts[2].sql()
+    truncated = {t.name for e in parsed if isinstance(e, exp.TruncateTable) for t in e.expressions}
+    assert truncated == {"positions_staging", "compactor_runs_staging"}
+    # No runs to load: only empties the staging tables.
+    empty = sqlglot.parse(render(SQL_DIR / "copy_staging.sql", runs=[]), read="redshift")
+    assert [type(e).__name__ for e in empty] == ["TruncateTable", "TruncateTable"]
 
 
 def _columns(path, dialect) -> dict[str, list[tuple[str, str]]]:
@@ -94,7 +112,8 @@ def test_redshift_and_postgres_ddl_declare_the_same_columns():
     redshift = _columns(SQL_DIR / "create_tables.sql", "redshift")
     postgres = _columns(SQL_DIR / "postgres" / "create_tables.sql", "postgres")
     assert redshift == postgres
-    assert set(redshift) == {"positions", "positions_staging", "gold_dirty_dates", "courier_daily", "positions_hourly"}
+    assert set(redshift) == {"positions", "positions_staging", "gold_dirty_dates", "courier_daily", "positions_hourly",
+                             "compactor_runs_staging", "compactor_loads"}
 
 
 def test_staging_holds_exactly_the_parquet_columns_in_order():
@@ -135,8 +154,11 @@ def run_file(conn, path, **extra):
     conn.execute(render(path, courier_local_mode=lambda: True, **extra))
 
 
-def stage(conn, rows):
+def stage(conn, rows, runs=()):
     conn.execute("TRUNCATE positions_staging")
+    conn.execute("TRUNCATE compactor_runs_staging")
+    for r in runs:
+        conn.execute(hourly.RUNS_STAGING_INSERT, (r["table_version"], r["run"], r["rows_written"], r["files_added"], r["manifest"]))
     with conn.cursor().copy(f"COPY positions_staging ({', '.join(hourly.PARQUET_COLUMNS)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
@@ -162,13 +184,18 @@ def test_postgres_pipeline_sql_merges_and_refreshes_gold(pg_database):
     with psycopg.connect(pg_database, autocommit=True) as conn:
         run_file(conn, SQL_DIR / "postgres" / "create_tables.sql")
         run_file(conn, SQL_DIR / "postgres" / "create_tables.sql")  # idempotent
-        stage(conn, batch1)
+        stage(conn, batch1, SAMPLE_RUNS[:2])
         assert first_row(conn, SQL_DIR / "checks" / "staging_row_count.sql") == (5,)
         assert all(first_row(conn, SQL_DIR / "checks" / "staging_no_null_keys.sql"))
         assert all(first_row(conn, SQL_DIR / "checks" / "staging_coordinates_in_range.sql"))
         run_file(conn, SQL_DIR / "merge_positions.sql")
         assert all(first_row(conn, SQL_DIR / "checks" / "fact_no_duplicate_event_ids.sql"))
         assert conn.execute("SELECT COUNT(*) FROM gold_dirty_dates").fetchone() == (2,)
+        # The merged runs are recorded in the same transaction: the high-water mark.
+        assert conn.execute("SELECT table_version, compactor_run, rows_written, manifest FROM compactor_loads"
+                            " ORDER BY 1").fetchall() == [(7, 6, 120, SAMPLE_RUNS[0]["manifest"]), (8, 7, 0, None)]
+        run_file(conn, SQL_DIR / "merge_positions.sql")  # a retried MERGE records nothing twice
+        assert conn.execute("SELECT COUNT(*) FROM compactor_loads").fetchone() == (2,)
         run_file(conn, SQL_DIR / "refresh_gold.sql")
         assert conn.execute("SELECT COUNT(*) FROM gold_dirty_dates").fetchone() == (0,)
 
@@ -191,10 +218,11 @@ def test_postgres_pipeline_sql_merges_and_refreshes_gold(pg_database):
 
         # A second load: one repeat (e2) and a later position of c1 on day 1.
         stage(conn, [row("e2", "c1", -23.57, -46.66, day1 + timedelta(minutes=5), 6.0),
-                     row("e5", "c1", -23.59, -46.67, day1 + timedelta(minutes=8), 10.0)])
+                     row("e5", "c1", -23.59, -46.67, day1 + timedelta(minutes=8), 10.0)], SAMPLE_RUNS[2:])
         run_file(conn, SQL_DIR / "merge_positions.sql")
         run_file(conn, SQL_DIR / "refresh_gold.sql")
         assert conn.execute("SELECT COUNT(*) FROM positions").fetchone() == (5,)
+        assert conn.execute("SELECT MAX(table_version) FROM compactor_loads").fetchone() == (9,)
         d1 = conn.execute("SELECT positions, distance_km, avg_speed_mps FROM courier_daily WHERE event_date = '2026-11-23'").fetchone()
         expected = haversine_km(-23.56, -46.65, -23.57, -46.66) + haversine_km(-23.57, -46.66, -23.59, -46.67)
         assert d1[0] == 3 and d1[1] == pytest.approx(expected, rel=1e-9) and d1[2] == pytest.approx(8.0)
