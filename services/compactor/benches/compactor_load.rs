@@ -1,6 +1,7 @@
 //! `make bench-compactor`: fills a local stream with N positions and compacts
-//! it into a local Delta table with the release `compactor` binary. Prints
-//! rows/s, the compactor's peak RSS and Parquet bytes per row, for N/5 and N
+//! it into a local Delta table with the release `compactor` binary, run after
+//! run until it reports no backlog (as a schedule would). Prints rows/s, the
+//! compactor's peak RSS and Parquet bytes per row, for N/5, N, 2N and 4N
 //! positions, to show that memory does not grow with the input.
 //!
 //! Environment: `BENCH_POSITIONS` (default 5,000,000), `BENCH_SHARDS` (4),
@@ -127,38 +128,45 @@ fn main() {
     );
     println!();
     println!(
-        "| positions | stream fill s | compact s | rows/s | peak RSS MiB | Parquet bytes/row | files |"
+        "| positions | stream fill s | runs | compact s | rows/s | peak RSS MiB | Parquet bytes/row | files |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     // Smaller run first: getrusage(RUSAGE_CHILDREN) reports the largest child
     // so far, so the second line is the max of both runs.
-    for size in [n / 5, n] {
+    for size in [n / 5, n, 2 * n, 4 * n] {
         let dir = tempfile::tempdir().expect("tmp");
         let fill_s = fill(dir.path(), size, shards, per_record, couriers);
         let table = dir.path().join("table");
         let started = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_compactor"))
-            .args(["run", "--stream-name", "bench"])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .arg("--table-uri")
-            .arg(&table)
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("compactor runs");
+        let (mut rows, mut files, mut runs) = (0u64, 0u64, 0u32);
+        loop {
+            let out = Command::new(env!("CARGO_BIN_EXE_compactor"))
+                .args(["run", "--stream-name", "bench"])
+                .arg("--data-dir")
+                .arg(dir.path())
+                .arg("--table-uri")
+                .arg(&table)
+                .env("RUST_LOG", "warn")
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("compactor runs");
+            assert!(out.status.success(), "compactor failed: {:?}", out.status);
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+            rows += report["rows_written"].as_u64().unwrap_or(0);
+            files += report["files_added"].as_u64().unwrap_or(0);
+            runs += 1;
+            if report["backlog"] != true {
+                break;
+            }
+        }
         let secs = started.elapsed().as_secs_f64();
-        assert!(out.status.success(), "compactor failed: {:?}", out.status);
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
-        let rows = report["rows_written"].as_u64().unwrap_or(0);
         assert_eq!(rows, size, "every position written once");
         let parquet = dir_bytes(&table, ".parquet");
         println!(
-            "| {size} | {fill_s:.1} | {secs:.1} | {:.0} | {:.0} | {:.1} | {} |",
+            "| {size} | {fill_s:.1} | {runs} | {secs:.1} | {:.0} | {:.0} | {:.1} | {files} |",
             rows as f64 / secs,
             peak_child_rss_mib(),
             parquet as f64 / rows as f64,
-            report["files_added"]
         );
     }
 }

@@ -98,10 +98,18 @@ enum Command {
         /// Read at most this many records per shard in this run.
         #[arg(long, env = "COMPACTOR_MAX_RECORDS")]
         max_records: Option<u64>,
+        /// Read at most about this many positions in this run, shared evenly
+        /// by the shards (bounds memory; `backlog: true` in the report means
+        /// run again). 0: no limit.
+        #[arg(long, env = "COMPACTOR_MAX_POSITIONS", default_value_t = 4_000_000)]
+        max_positions: u64,
         /// Dedup window: the event ids in the files added by this many last
-        /// compactor commits (plus everything in this run).
+        /// compactor commits (plus everything in this run)...
         #[arg(long, env = "COMPACTOR_DEDUP_COMMITS", default_value_t = 24)]
         dedup_commits: usize,
+        /// ...but no more commits once this many ids are in the window.
+        #[arg(long, env = "COMPACTOR_DEDUP_WINDOW_IDS", default_value_t = 3_000_000)]
+        dedup_window_ids: usize,
         /// Where the dead-letter files (`run-<run>.jsonl`) go: a directory or
         /// s3:// prefix. Default: `<table-uri>_dead_letter`.
         #[arg(long, env = "COMPACTOR_DEAD_LETTER_URI")]
@@ -209,7 +217,9 @@ async fn execute(command: Command, log_format: LogFormat) -> Result<(), Compacto
             stream,
             table,
             max_records,
+            max_positions,
             dedup_commits,
+            dedup_window_ids,
             dead_letter_uri,
             manifest_uri,
             target_file_rows,
@@ -222,6 +232,8 @@ async fn execute(command: Command, log_format: LogFormat) -> Result<(), Compacto
             );
             config.max_records = max_records;
             config.dedup_commits = dedup_commits;
+            config.max_positions = (max_positions > 0).then_some(max_positions);
+            config.dedup_window_ids = dedup_window_ids;
             config.target_file_rows = target_file_rows.max(1);
             config.progress_every = Duration::from_secs(progress_secs.max(1));
             config.progress_bar = matches!(log_format, LogFormat::Text)
@@ -243,6 +255,7 @@ async fn execute(command: Command, log_format: LogFormat) -> Result<(), Compacto
                 dead_lettered = report.dead_lettered,
                 files = report.files_added,
                 version = report.table_version,
+                backlog = report.backlog,
                 manifest = report.manifest.as_deref().unwrap_or(""),
                 checkpoints = ?report.checkpoints,
                 duration_ms = report.duration_ms,

@@ -45,6 +45,13 @@ pub struct RunConfig {
     pub table: Location,
     /// At most this many records per shard per run (default: to the end).
     pub max_records: Option<u64>,
+    /// At most about this many positions per run, shared evenly between the
+    /// shards (default 4 M): bounds the run's memory whatever the backlog; a
+    /// run that stops early says so (`backlog`) and the next one reads on.
+    pub max_positions: Option<u64>,
+    /// The dedup window holds at most about this many event ids from earlier
+    /// commits (the newest commits first; default 3 M).
+    pub dedup_window_ids: usize,
     /// The dedup window: the files added by this many last compactor commits.
     pub dedup_commits: usize,
     /// Where dead-letter files go (default: `<table>_dead_letter`).
@@ -80,6 +87,8 @@ impl RunConfig {
             manifests: default_manifests(&table),
             table,
             max_records: None,
+            max_positions: Some(4_000_000),
+            dedup_window_ids: 3_000_000,
             dedup_commits: 24,
             target_file_rows: 1_000_000,
             progress_every: Duration::from_secs(10),
@@ -133,6 +142,9 @@ pub struct RunReport {
     /// Shards not read because a parent shard is not read to its end yet
     /// (resharding; they are read by a later run).
     pub shards_deferred: Vec<String>,
+    /// Whether the run stopped before the end of the stream because of
+    /// `max_positions` (or deferred shards): run again to read on.
+    pub backlog: bool,
     /// Stream segments deleted after the commit.
     pub segments_trimmed: u64,
     /// Wall time in milliseconds.
@@ -361,7 +373,7 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
         table::write_manifest(&table, &config.manifests, last.version, &last.adds).await?;
     }
     let window = &state.commits[..config.dedup_commits.min(state.commits.len())];
-    let mut seen = table::window_ids(&table, window).await?;
+    let mut seen = table::window_ids(&table, window, config.dedup_window_ids).await?;
     let run = state.run + 1;
     tracing::info!(
         table = %uri,
@@ -373,9 +385,19 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
     );
 
     let source = Source::open(&config.source, &config.stream_name).await?;
-    let mut writer = RecordBatchWriter::for_table(&table)
-        .map_err(|e| CompactorError::delta(&uri, "create the writer", e))?;
+    let writer = RecordBatchWriter::for_table(&table)
+        .map_err(|e| CompactorError::delta(&uri, "create the writer", e))?
+        .with_writer_properties(writer_properties());
     let mut rows = Rows::new(writer.arrow_schema());
+    // Parquet encoding runs in its own task, beside decoding: two cores busy,
+    // and at most two batches in flight between them.
+    let (batches, batch_rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
+    let mut writer_task = Some(tokio::spawn(write_batches(
+        writer,
+        batch_rx,
+        uri.clone(),
+        config.target_file_rows,
+    )));
     let mut dead = DeadLetters::new(config.dead_letters.clone(), run);
     let mut report = RunReport {
         stream: config.stream_name.clone(),
@@ -383,14 +405,15 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
         run,
         ..RunReport::default()
     };
-    let mut adds: Vec<Add> = Vec::new();
-    let mut rows_in_files = 0u64;
     let mut checkpoints = state.checkpoints.clone();
     let rules = TimeRules::default();
     let shards = source.shards().await?;
     let mut finished: HashMap<String, bool> =
         shards.iter().map(|s| (s.shard_id.clone(), false)).collect();
     let mut last_progress = Instant::now();
+    let per_shard_positions = config
+        .max_positions
+        .map(|max| max.div_ceil(shards.len().max(1) as u64));
     let bar = config.progress_bar.then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_style(
@@ -406,6 +429,7 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
         if !source::readable(shard, &finished) {
             tracing::info!(shard = shard_id, parents = ?shard.parents, "a parent shard is not read to its end yet; this shard waits for a later run");
             report.shards_deferred.push(shard_id.to_owned());
+            report.backlog = true;
             continue;
         }
         let after = state.checkpoints.get(shard_id);
@@ -413,12 +437,20 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
             .open_shard(shard, after, config.max_records, run_started)
             .await?;
         let mut last_seq = after.cloned();
-        loop {
+        let mut shard_positions = 0u64;
+        let mut stopped_early = false;
+        'read: loop {
             let batch = reader.next_batch().await?;
             if batch.is_empty() {
                 break;
             }
             for record in batch {
+                if per_shard_positions.is_some_and(|budget| shard_positions >= budget) {
+                    // Whole records only: the checkpoint stays on the last one read.
+                    stopped_early = true;
+                    report.backlog = true;
+                    break 'read;
+                }
                 report.records_read += 1;
                 let seq = record.sequence_number;
                 let datums = match decode_record(&record.data) {
@@ -436,6 +468,7 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
                         continue;
                     }
                 };
+                shard_positions += datums.len() as u64;
                 for (index, datum) in datums.into_iter().enumerate() {
                     let avro = match datum {
                         Ok(a) => a,
@@ -475,13 +508,9 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
                     }
                     rows.push(&position);
                     if rows.len >= BATCH_ROWS {
-                        let n = rows.len as u64;
-                        write_batch(&mut writer, &mut rows, &uri).await?;
-                        report.rows_written += n;
-                        rows_in_files += n;
-                        if rows_in_files >= config.target_file_rows {
-                            adds.extend(flush(&mut writer, &uri).await?);
-                            rows_in_files = 0;
+                        report.rows_written += rows.len as u64;
+                        if batches.send(rows.finish()?).await.is_err() {
+                            return Err(writer_failed(writer_task.take()).await);
                         }
                     }
                 }
@@ -510,7 +539,8 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
                 );
             }
         }
-        finished.insert(shard_id.to_owned(), reader.finished());
+        // A closed shard whose last records were left for the next run is not finished.
+        finished.insert(shard_id.to_owned(), reader.finished() && !stopped_early);
         if let Some(seq) = last_seq
             && Some(&seq) != after
         {
@@ -521,11 +551,18 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
         bar.finish_and_clear();
     }
     if rows.len > 0 {
-        let n = rows.len as u64;
-        write_batch(&mut writer, &mut rows, &uri).await?;
-        report.rows_written += n;
+        report.rows_written += rows.len as u64;
+        if batches.send(rows.finish()?).await.is_err() {
+            return Err(writer_failed(writer_task.take()).await);
+        }
     }
-    adds.extend(flush(&mut writer, &uri).await?);
+    drop(batches);
+    let adds = match writer_task.take() {
+        Some(task) => task
+            .await
+            .map_err(|e| CompactorError::State(format!("the Parquet writer task failed: {e}")))??,
+        None => Vec::new(),
+    };
     report.dead_lettered = dead.count;
     report.dead_letter_file = dead.finish().await?;
     report.files_added = adds.len() as u64;
@@ -546,23 +583,64 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
     })
 }
 
-async fn write_batch(
-    writer: &mut RecordBatchWriter,
-    rows: &mut Rows,
-    uri: &str,
-) -> Result<(), CompactorError> {
-    let batch = rows.finish()?;
-    writer
-        .write(batch)
-        .await
-        .map_err(|e| CompactorError::delta(uri, "write Parquet", e))
+/// Parquet writer settings: snappy (fast, what delta-rs uses by default) and
+/// row groups of 128 K rows, so the writer holds at most one such row group of
+/// Arrow data besides the encoded file.
+fn writer_properties() -> parquet::file::properties::WriterProperties {
+    parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .set_created_by(format!("courier compactor {}", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
-async fn flush(writer: &mut RecordBatchWriter, uri: &str) -> Result<Vec<Add>, CompactorError> {
-    writer
-        .flush()
-        .await
-        .map_err(|e| CompactorError::delta(uri, "finish Parquet files", e))
+/// The Parquet writer task: writes the batches it receives, finishes the
+/// files every `target_rows` rows, and returns their Add actions.
+async fn write_batches(
+    mut writer: RecordBatchWriter,
+    mut batches: tokio::sync::mpsc::Receiver<RecordBatch>,
+    uri: String,
+    target_rows: u64,
+) -> Result<Vec<Add>, CompactorError> {
+    let mut adds = Vec::new();
+    let mut in_files = 0u64;
+    while let Some(batch) = batches.recv().await {
+        in_files += batch.num_rows() as u64;
+        writer
+            .write(batch)
+            .await
+            .map_err(|e| CompactorError::delta(&uri, "write Parquet", e))?;
+        if in_files >= target_rows {
+            adds.extend(
+                writer
+                    .flush()
+                    .await
+                    .map_err(|e| CompactorError::delta(&uri, "finish Parquet files", e))?,
+            );
+            in_files = 0;
+        }
+    }
+    adds.extend(
+        writer
+            .flush()
+            .await
+            .map_err(|e| CompactorError::delta(&uri, "finish Parquet files", e))?,
+    );
+    Ok(adds)
+}
+
+/// The error of a writer task that stopped taking batches.
+async fn writer_failed(
+    task: Option<tokio::task::JoinHandle<Result<Vec<Add>, CompactorError>>>,
+) -> CompactorError {
+    match task {
+        Some(task) => match task.await {
+            Ok(Err(e)) => e,
+            Ok(Ok(_)) => CompactorError::State("the Parquet writer stopped early".into()),
+            Err(e) => CompactorError::State(format!("the Parquet writer task failed: {e}")),
+        },
+        None => CompactorError::State("the Parquet writer is gone".into()),
+    }
 }
 
 impl Prepared {

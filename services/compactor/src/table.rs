@@ -284,14 +284,41 @@ pub async fn read_state(
     })
 }
 
-/// The `event_id`s of the files added by `commits`.
+/// The `event_id`s of the files added by `commits` (newest first), at most
+/// `max_ids` of them: the newest commits' ids, stopping inside the commit that
+/// reaches the budget.
 pub async fn window_ids(
     table: &DeltaTable,
     commits: &[CompactorCommit],
+    max_ids: usize,
 ) -> Result<HashSet<uuid::Uuid>, CompactorError> {
     let store = table.object_store();
     let mut ids = HashSet::new();
-    for file in commits.iter().flat_map(|c| &c.adds) {
+    for (used, commit) in commits.iter().enumerate() {
+        if ids.len() >= max_ids {
+            tracing::info!(
+                commits = used,
+                ids = ids.len(),
+                "dedup window limited by its id budget"
+            );
+            break;
+        }
+        read_commit_ids(table, &store, commit, &mut ids, max_ids).await?;
+    }
+    Ok(ids)
+}
+
+async fn read_commit_ids(
+    table: &DeltaTable,
+    store: &deltalake::logstore::ObjectStoreRef,
+    commit: &CompactorCommit,
+    ids: &mut HashSet<uuid::Uuid>,
+    max_ids: usize,
+) -> Result<(), CompactorError> {
+    for file in &commit.adds {
+        if ids.len() >= max_ids {
+            break;
+        }
         let location = deltalake::Path::from_url_path(&file.path)
             .map_err(|e| CompactorError::State(format!("bad file path {}: {e}", file.path)))?;
         let bytes = match store.get(&location).await {
@@ -312,16 +339,18 @@ pub async fn window_ids(
                 ));
             }
         };
-        read_event_ids(bytes, &file.path, &mut ids)?;
+        read_event_ids(bytes, &file.path, ids, max_ids)?;
     }
-    Ok(ids)
+    Ok(())
 }
 
-/// Reads only the `event_id` column of one Parquet file into `ids`.
+/// Reads only the `event_id` column of one Parquet file into `ids`, until
+/// `ids` holds `max_ids`.
 pub fn read_event_ids(
     bytes: bytes::Bytes,
     path: &str,
     ids: &mut HashSet<uuid::Uuid>,
+    max_ids: usize,
 ) -> Result<(), CompactorError> {
     let perr = |source| CompactorError::Parquet {
         path: path.to_owned(),
@@ -354,6 +383,9 @@ pub fn read_event_ids(
         })?;
         let strings = column.as_string::<i32>();
         for i in 0..strings.len() {
+            if ids.len() >= max_ids {
+                return Ok(());
+            }
             if strings.is_valid(i)
                 && let Ok(id) = uuid::Uuid::try_parse(strings.value(i))
             {

@@ -564,3 +564,58 @@ async fn optimize_packs_small_files_and_vacuum_deletes_what_no_version_needs() {
         .expect("run after vacuum");
     assert_eq!(last.rows_written, 2);
 }
+
+#[tokio::test]
+async fn a_run_stops_at_its_position_budget_and_the_next_reads_on() {
+    let env = Env::new(2);
+    let mut all = Vec::new();
+    for _ in 0..5 {
+        for shard in 0..2 {
+            let batch = positions(3);
+            env.append(shard, &batch);
+            all.extend(batch);
+        }
+    }
+    let mut runs = Vec::new();
+    loop {
+        let mut config = env.config();
+        config.max_positions = Some(12); // 6 per shard: two records of three
+        let report = compactor::run(config).await.expect("run");
+        runs.push((report.records_read, report.rows_written, report.backlog));
+        if !report.backlog {
+            break;
+        }
+        assert!(runs.len() < 10, "runs must progress: {runs:?}");
+    }
+    assert_eq!(
+        runs,
+        vec![(4, 12, true), (4, 12, true), (2, 6, false)],
+        "bounded runs that read on from their checkpoints"
+    );
+    assert_eq!(table_event_ids(&env.table).await, sorted(ids(&all)));
+}
+
+#[tokio::test]
+async fn the_dedup_window_stops_at_its_id_budget() {
+    let env = Env::new(1);
+    let first = positions(5);
+    env.append(0, &first);
+    compactor::run(env.config()).await.expect("run 1");
+    env.append(0, &positions(5));
+    compactor::run(env.config()).await.expect("run 2");
+
+    // A retry of a run-1 position: inside the default window, dropped.
+    env.append(0, &first[..1]);
+    let mut narrow = env.config();
+    narrow.dedup_window_ids = 5; // only run 2's ids fit
+    let prepared = compactor::prepare(narrow).await.expect("prepare narrow");
+    assert_eq!(
+        prepared.report().duplicates_dropped,
+        0,
+        "run 1 is outside a window of 5 ids"
+    );
+    drop(prepared);
+    let report = compactor::run(env.config()).await.expect("run 3");
+    assert_eq!(report.duplicates_dropped, 1);
+    assert_eq!(report.rows_written, 0);
+}
