@@ -476,6 +476,8 @@ pub enum ShardReader {
 
 /// Records per local read or `GetRecords` call (Kinesis allows 10 000).
 const BATCH: u64 = 10_000;
+/// Bytes of record data per local read (a `GetRecords` answer is at most 10 MiB).
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 impl ShardReader {
     /// The next records, or an empty batch at the end of the run's range.
@@ -491,7 +493,7 @@ impl ShardReader {
                 }
                 let want = (*target - cursor.position()).min(BATCH);
                 let batch = cursor
-                    .next_batch(usize::try_from(want).unwrap_or(usize::MAX))
+                    .next_batch_limited(usize::try_from(want).unwrap_or(usize::MAX), BATCH_BYTES)
                     .map_err(stream_err(name))?;
                 Ok(batch
                     .into_iter()

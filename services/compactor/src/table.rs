@@ -3,6 +3,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+/// A set of event ids: 16-byte UUIDs, hashed with foldhash (fast, and seeded
+/// at random per set, so crafted client ids cannot pile into one bucket).
+pub type IdSet = HashSet<uuid::Uuid, foldhash::fast::RandomState>;
+
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType as ArrowType;
 use deltalake::kernel::{Add, DataType, StructField};
@@ -291,9 +295,9 @@ pub async fn window_ids(
     table: &DeltaTable,
     commits: &[CompactorCommit],
     max_ids: usize,
-) -> Result<HashSet<uuid::Uuid>, CompactorError> {
+) -> Result<IdSet, CompactorError> {
     let store = table.object_store();
-    let mut ids = HashSet::new();
+    let mut ids = IdSet::default();
     for (used, commit) in commits.iter().enumerate() {
         if ids.len() >= max_ids {
             tracing::info!(
@@ -312,7 +316,7 @@ async fn read_commit_ids(
     table: &DeltaTable,
     store: &deltalake::logstore::ObjectStoreRef,
     commit: &CompactorCommit,
-    ids: &mut HashSet<uuid::Uuid>,
+    ids: &mut IdSet,
     max_ids: usize,
 ) -> Result<(), CompactorError> {
     for file in &commit.adds {
@@ -349,7 +353,7 @@ async fn read_commit_ids(
 pub fn read_event_ids(
     bytes: bytes::Bytes,
     path: &str,
-    ids: &mut HashSet<uuid::Uuid>,
+    ids: &mut IdSet,
     max_ids: usize,
 ) -> Result<(), CompactorError> {
     let perr = |source| CompactorError::Parquet {

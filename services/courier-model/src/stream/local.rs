@@ -645,7 +645,7 @@ impl LocalStreamReader {
         cursor.after = first.saturating_sub(1);
         let mut latest = (*first > 1).then(|| first - 1);
         loop {
-            let batch = cursor.next_batch(10_000)?;
+            let batch = cursor.next_batch_limited(10_000, 8 * 1024 * 1024)?;
             match batch.last() {
                 Some(r) => latest = Some(r.sequence_number),
                 None => return Ok(latest),
@@ -715,8 +715,20 @@ impl ShardCursor {
     /// Up to `max` records after the cursor's position. An empty result means
     /// the cursor is at the end of the shard (for now).
     pub fn next_batch(&mut self, max: usize) -> Result<Vec<LocalRecord>, StreamError> {
+        self.next_batch_limited(max, usize::MAX)
+    }
+
+    /// Like [`ShardCursor::next_batch`], but stops once the records hold
+    /// `max_bytes` of data (always at least one record): a reader's memory
+    /// stays bounded whatever the records' size.
+    pub fn next_batch_limited(
+        &mut self,
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<LocalRecord>, StreamError> {
         let mut out = Vec::new();
-        while out.len() < max {
+        let mut bytes = 0usize;
+        while out.len() < max && bytes < max_bytes {
             if self.current.is_none() && !self.open_segment_for(self.after + 1)? {
                 break;
             }
@@ -732,6 +744,7 @@ impl ShardCursor {
                         continue;
                     }
                     self.after = record.sequence_number;
+                    bytes = bytes.saturating_add(record.data.len());
                     out.push(record);
                 }
                 Frame::End | Frame::Torn => {
@@ -836,6 +849,32 @@ mod tests {
                 .latest_sequence("shardId-000000000000")
                 .expect("latest"),
             Some(100)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_limited_batch_stops_at_its_byte_budget() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let stream = LocalStream::open(dir.path(), "s", options(1)).expect("open");
+        for i in 0..5 {
+            stream
+                .put_records(vec![record("k", &format!("{i}{}", "x".repeat(99)))])
+                .await
+                .expect("put");
+        }
+        let reader = LocalStreamReader::open(dir.path(), "s").expect("reader");
+        let mut cursor = reader.cursor("shardId-000000000000", None).expect("cursor");
+        let first = cursor.next_batch_limited(10, 250).expect("read");
+        assert_eq!(first.len(), 3, "100 + 100 + 100 bytes reach 250");
+        let one = cursor.next_batch_limited(10, 1).expect("read");
+        assert_eq!(one.len(), 1, "always at least one record");
+        assert_eq!(one[0].sequence_number, 4);
+        assert_eq!(
+            cursor
+                .next_batch_limited(10, usize::MAX)
+                .expect("read")
+                .len(),
+            1
         );
     }
 
