@@ -40,16 +40,6 @@ pub enum CompactorError {
         #[source]
         source: Box<DeltaTableError>,
     },
-    /// A Kinesis call failed (after retries).
-    #[error("kinesis stream {stream}: {operation} failed: {message}")]
-    Kinesis {
-        /// Stream name.
-        stream: String,
-        /// The API operation.
-        operation: &'static str,
-        /// The error with its context.
-        message: String,
-    },
     /// An object store (S3 or local directory) operation failed.
     #[error("{context}: {source}")]
     Storage {

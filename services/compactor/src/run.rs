@@ -611,22 +611,22 @@ async fn write_batches(
             .await
             .map_err(|e| CompactorError::delta(&uri, "write Parquet", e))?;
         if in_files >= target_rows {
-            adds.extend(
-                writer
-                    .flush()
-                    .await
-                    .map_err(|e| CompactorError::delta(&uri, "finish Parquet files", e))?,
-            );
+            adds.extend(finish_files(&mut writer, &uri).await?);
             in_files = 0;
         }
     }
-    adds.extend(
-        writer
-            .flush()
-            .await
-            .map_err(|e| CompactorError::delta(&uri, "finish Parquet files", e))?,
-    );
+    adds.extend(finish_files(&mut writer, &uri).await?);
     Ok(adds)
+}
+
+async fn finish_files(
+    writer: &mut RecordBatchWriter,
+    uri: &str,
+) -> Result<Vec<Add>, CompactorError> {
+    writer
+        .flush()
+        .await
+        .map_err(|e| CompactorError::delta(uri, "finish Parquet files", e))
 }
 
 /// The error of a writer task that stopped taking batches.

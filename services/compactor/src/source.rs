@@ -19,10 +19,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
-use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::config::http::HttpResponse;
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::operation::get_records::GetRecordsError;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
+use courier_model::stream::StreamError;
+use courier_model::stream::kinesis::{THROTTLE_CODES, call_error};
 use courier_model::stream::local::{LocalStreamReader, ShardCursor};
 
 use crate::{CompactorError, SequenceNumber};
@@ -97,8 +100,8 @@ pub fn order_shards(shards: Vec<ShardInfo>) -> Vec<ShardInfo> {
 
 /// An opened stream.
 pub enum Source {
-    /// The local stream.
-    Local(LocalStreamReader),
+    /// The local stream, and its name.
+    Local(LocalStreamReader, String),
     /// Kinesis.
     Kinesis(KinesisSource),
 }
@@ -110,36 +113,13 @@ pub struct KinesisSource {
     stream: String,
 }
 
-fn stream_err(stream: &str) -> impl Fn(courier_model::stream::StreamError) -> CompactorError + '_ {
+fn stream_err(stream: &str) -> impl Fn(StreamError) -> CompactorError + '_ {
     move |source| CompactorError::Stream {
         stream: stream.to_owned(),
         source,
     }
 }
 
-fn kinesis_err<E, R>(
-    stream: &str,
-    operation: &'static str,
-    error: &SdkError<E, R>,
-) -> CompactorError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    CompactorError::Kinesis {
-        stream: stream.to_owned(),
-        operation,
-        message: DisplayErrorContext(error).to_string(),
-    }
-}
-
-/// Error codes after which a call is retried with a backoff.
-const RETRY_CODES: [&str; 4] = [
-    "ProvisionedThroughputExceededException",
-    "LimitExceededException",
-    "KMSThrottlingException",
-    "ThrottlingException",
-];
 /// Attempts of one call before the run fails.
 const MAX_ATTEMPTS: u32 = 10;
 
@@ -153,6 +133,7 @@ impl Source {
         match config {
             SourceConfig::Local { data_dir } => Ok(Self::Local(
                 LocalStreamReader::open(data_dir, name).map_err(stream_err(name))?,
+                name.to_owned(),
             )),
             SourceConfig::Kinesis => {
                 let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -180,7 +161,7 @@ impl Source {
     /// The shards, parents first.
     pub async fn shards(&self) -> Result<Vec<ShardInfo>, CompactorError> {
         let shards = match self {
-            Self::Local(reader) => reader
+            Self::Local(reader, _) => reader
                 .map()
                 .shards()
                 .iter()
@@ -206,8 +187,8 @@ impl Source {
     ) -> Result<ShardReader, CompactorError> {
         let shard_id = shard.shard_id.as_str();
         match self {
-            Self::Local(reader) => {
-                let name = reader_name(reader);
+            Self::Local(reader, name) => {
+                let name = name.clone();
                 let after = match after {
                     Some(seq) => Some(seq.to_u64().ok_or_else(|| {
                         CompactorError::State(format!(
@@ -254,9 +235,7 @@ impl Source {
     /// milliseconds ([`Source::millis_behind`]).
     pub fn latest_local(&self, shard_id: &str) -> Result<Option<u64>, CompactorError> {
         match self {
-            Self::Local(reader) => reader
-                .latest_sequence(shard_id)
-                .map_err(stream_err(&reader_name(reader))),
+            Self::Local(reader, name) => reader.latest_sequence(shard_id).map_err(stream_err(name)),
             Self::Kinesis(_) => Ok(None),
         }
     }
@@ -283,7 +262,7 @@ impl Source {
 
     /// Deletes local segments at or before the committed checkpoints.
     pub fn trim(&self, checkpoints: &BTreeMap<String, SequenceNumber>) -> u64 {
-        let Self::Local(reader) = self else {
+        let Self::Local(reader, _) = self else {
             return 0;
         };
         let mut trimmed = 0;
@@ -300,11 +279,6 @@ impl Source {
         }
         trimmed
     }
-}
-
-fn reader_name(reader: &LocalStreamReader) -> String {
-    // The reader does not keep its name; its shard map is enough context.
-    format!("local stream ({} shards)", reader.map().len())
 }
 
 enum Fetched {
@@ -324,7 +298,7 @@ impl KinesisSource {
             let page = request
                 .send()
                 .await
-                .map_err(|e| kinesis_err(&self.stream, "ListShards", &e))?;
+                .map_err(|e| self.error(call_error("ListShards", e)))?;
             for shard in page.shards() {
                 let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
                     .into_iter()
@@ -348,67 +322,82 @@ impl KinesisSource {
         }
     }
 
+    fn error(&self, source: StreamError) -> CompactorError {
+        stream_err(&self.stream)(source)
+    }
+
+    /// Sends the request `make` builds, retrying throttling and network
+    /// errors with a backoff ([`MAX_ATTEMPTS`] in all); any other error, or
+    /// the last one, is returned.
+    async fn with_backoff<T, E, F, Fut>(
+        &self,
+        operation: &'static str,
+        mut make: F,
+    ) -> Result<T, SdkError<E, HttpResponse>>
+    where
+        E: ProvideErrorMetadata,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match make().await {
+                Err(e) if retryable(&e) && attempt + 1 < MAX_ATTEMPTS => {
+                    tracing::warn!(operation, attempt, "throttled or unreachable; backing off");
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
     async fn iterator(
         &self,
         shard_id: &str,
         after: Option<&SequenceNumber>,
     ) -> Result<Option<String>, CompactorError> {
-        let mut attempt = 0;
-        loop {
-            let request = self
-                .client
-                .get_shard_iterator()
-                .stream_name(&self.stream)
-                .shard_id(shard_id);
-            let request = match after {
-                Some(seq) => request
-                    .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                    .starting_sequence_number(seq.as_str()),
-                None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
-            };
-            match request.send().await {
-                Ok(out) => return Ok(out.shard_iterator().map(str::to_owned)),
-                Err(e) if retryable(&e) && attempt + 1 < MAX_ATTEMPTS => {
-                    tracing::warn!(
-                        shard = shard_id,
-                        attempt,
-                        "GetShardIterator throttled; backing off"
-                    );
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
+        let out = self
+            .with_backoff("GetShardIterator", || {
+                let request = self
+                    .client
+                    .get_shard_iterator()
+                    .stream_name(&self.stream)
+                    .shard_id(shard_id);
+                match after {
+                    Some(seq) => request
+                        .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                        .starting_sequence_number(seq.as_str()),
+                    None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
                 }
-                Err(e) => return Err(kinesis_err(&self.stream, "GetShardIterator", &e)),
-            }
-        }
+                .send()
+            })
+            .await
+            .map_err(|e| self.error(call_error("GetShardIterator", e)))?;
+        Ok(out.shard_iterator().map(str::to_owned))
     }
 
     async fn get_records(&self, iterator: &str, limit: i32) -> Result<Fetched, CompactorError> {
-        let mut attempt = 0;
-        loop {
-            match self
-                .client
-                .get_records()
-                .shard_iterator(iterator)
-                .limit(limit)
-                .send()
-                .await
+        let result = self
+            .with_backoff("GetRecords", || {
+                self.client
+                    .get_records()
+                    .shard_iterator(iterator)
+                    .limit(limit)
+                    .send()
+            })
+            .await;
+        match result {
+            Ok(out) => Ok(Fetched::Records(out)),
+            Err(e)
+                if matches!(
+                    e.as_service_error(),
+                    Some(GetRecordsError::ExpiredIteratorException(_))
+                ) =>
             {
-                Ok(out) => return Ok(Fetched::Records(out)),
-                Err(e)
-                    if matches!(
-                        e.as_service_error(),
-                        Some(GetRecordsError::ExpiredIteratorException(_))
-                    ) =>
-                {
-                    return Ok(Fetched::Expired);
-                }
-                Err(e) if retryable(&e) && attempt + 1 < MAX_ATTEMPTS => {
-                    tracing::warn!(attempt, "GetRecords throttled; backing off");
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err(kinesis_err(&self.stream, "GetRecords", &e)),
+                Ok(Fetched::Expired)
             }
+            Err(e) => Err(self.error(call_error("GetRecords", e))),
         }
     }
 }
@@ -421,7 +410,7 @@ where
         SdkError::ServiceError(_) => error
             .as_service_error()
             .and_then(|e| e.code())
-            .is_some_and(|code| RETRY_CODES.contains(&code)),
+            .is_some_and(|code| THROTTLE_CODES.contains(&code)),
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             true
         }

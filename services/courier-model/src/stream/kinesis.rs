@@ -49,13 +49,16 @@ pub async fn client_from_env(timeouts: KinesisTimeouts) -> Client {
     Client::new(&config)
 }
 
-const THROTTLE_CODES: [&str; 3] = [
+/// Kinesis error codes that mean "slow down": the call may be retried later.
+pub const THROTTLE_CODES: [&str; 4] = [
     "ProvisionedThroughputExceededException",
     "ThrottlingException",
     "LimitExceededException",
+    "KMSThrottlingException",
 ];
 
-fn call_error<E, R>(operation: &'static str, error: SdkError<E, R>) -> StreamError
+/// A failed Kinesis call as a [`StreamError::Kinesis`], throttling flagged.
+pub fn call_error<E, R>(operation: &'static str, error: SdkError<E, R>) -> StreamError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
