@@ -15,7 +15,7 @@ config, default): see `airflow-dags/README.md`.
 | `choose_compactor` | branches to the ECS or the local compactor by mode |
 | `ecs_settings` | (AWS) reads the ECS settings at run time |
 | `optimize_ecs` / `optimize_local` | `compactor optimize --target-file-mib <optimize_target_file_mib, 128> --min-files <optimize_min_files, 2>`: rewrites the small files of each date partition into files of about the target size, in one commit that changes no data; its one-line JSON report goes to XCom |
-| `vacuum_ecs` / `vacuum_local` | `compactor vacuum --retention-hours <vacuum_retention_hours, 168>` (after optimize): deletes the files no table version within the retention references (those optimize replaced, once old enough) and never-committed files of crashed runs; the JSON list of deleted files goes to XCom |
+| `vacuum_ecs` / `vacuum_local` | `compactor vacuum --retention-hours <vacuum_retention_hours, 168>` (after optimize): deletes the files no table version within the retention references (those optimize replaced, once old enough) and never-committed files of crashed runs, and the event id files (`_dedup/`) the dedup window no longer needs; the JSON list of deleted files goes to XCom |
 | `vacuum_analyze` | `VACUUM` and `ANALYZE` of `positions`, `courier_daily`, `positions_hourly` (`sql/maintenance.sql`, valid in Redshift and PostgreSQL; autocommit, since `VACUUM` cannot run in a transaction) on the `courier_warehouse` connection; independent of the lake tasks |
 
 Safe with the hourly DAG: optimize is a Delta commit of its own (not a

@@ -103,8 +103,9 @@ enum Command {
         /// run again). 0: no limit.
         #[arg(long, env = "COMPACTOR_MAX_POSITIONS", default_value_t = 4_000_000)]
         max_positions: u64,
-        /// Dedup window: the event ids in the files added by this many last
-        /// compactor commits (plus everything in this run)...
+        /// Dedup window: the event ids of this many last compactor commits
+        /// (read from each run's id file under `<table>/_dedup/`, or from its
+        /// Parquet files when that is gone), plus everything in this run...
         #[arg(long, env = "COMPACTOR_DEDUP_COMMITS", default_value_t = 24)]
         dedup_commits: usize,
         /// ...but no more commits once this many ids are in the window.
@@ -173,6 +174,10 @@ enum Command {
         /// progress). At least 1.
         #[arg(long, env = "COMPACTOR_VACUUM_RETENTION_HOURS", default_value_t = 168)]
         retention_hours: u64,
+        /// Keep the event id files (`_dedup/`) of this many newest compactor
+        /// commits whatever their age: set it as for `run`.
+        #[arg(long, env = "COMPACTOR_DEDUP_COMMITS", default_value_t = 24)]
+        dedup_commits: usize,
         /// Only list what would be deleted.
         #[arg(long)]
         dry_run: bool,
@@ -311,6 +316,7 @@ async fn execute(command: Command, log_format: LogFormat) -> Result<(), Compacto
         Command::Vacuum {
             table,
             retention_hours,
+            dedup_commits,
             dry_run,
         } => {
             if retention_hours < 1 {
@@ -321,12 +327,14 @@ async fn execute(command: Command, log_format: LogFormat) -> Result<(), Compacto
             let config = VacuumConfig {
                 retention: Duration::from_secs(retention_hours * 3600),
                 dry_run,
+                dedup_commits,
             };
             let report =
                 compactor::maintenance::vacuum(&Location::parse(&table.table_uri)?, &config)
                     .await?;
             tracing::info!(
                 deleted = report.files_deleted.len(),
+                id_files_deleted = report.id_files_deleted.len(),
                 dry_run,
                 "vacuum finished"
             );

@@ -8,9 +8,8 @@
 //! and commits the removes and adds in one `OPTIMIZE` commit with
 //! `dataChange = false`: readers, the warehouse and the compactor's exactly-once
 //! state see the same rows before and after. The removed files stay on storage
-//! until `vacuum` deletes them after the retention, so the dedup window (which
-//! reads the files of the last compactor commits) keeps working as long as the
-//! retention is longer than the window.
+//! until `vacuum` deletes them after the retention; the dedup window reads the
+//! runs' id files under `_dedup/`, not these, so neither step shrinks it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,6 +23,7 @@ use deltalake::operations::vacuum::VacuumMode;
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
+use futures::TryStreamExt as _;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 
@@ -259,6 +259,9 @@ pub struct VacuumConfig {
     pub retention: Duration,
     /// Only list what would be deleted.
     pub dry_run: bool,
+    /// The event id files (`_dedup/`) of this many newest compactor commits
+    /// are kept whatever their age: the runs' dedup window reads them.
+    pub dedup_commits: usize,
 }
 
 /// What `vacuum` did.
@@ -268,12 +271,17 @@ pub struct VacuumReport {
     pub dry_run: bool,
     /// Files deleted (or that would be, on a dry run).
     pub files_deleted: Vec<String>,
+    /// Event id files under `_dedup/` deleted (or that would be): those of
+    /// commits older than the dedup window and of runs that never committed,
+    /// once older than the retention.
+    pub id_files_deleted: Vec<String>,
 }
 
 /// Deletes data files that no version within the retention references,
 /// including the files of runs that crashed before their commit (full mode).
 /// The table's `_delta_log`, the manifests under `_manifests` and anything else
-/// in a directory starting with `_` or `.` are never touched.
+/// in a directory starting with `_` or `.` are never touched, except the event
+/// id files under `_dedup/` that the dedup window no longer needs.
 pub async fn vacuum(
     location: &Location,
     config: &VacuumConfig,
@@ -289,7 +297,7 @@ pub async fn vacuum(
         .with_mode(VacuumMode::Full)
         .with_dry_run(config.dry_run)
         .await;
-    let (_, metrics) = match result {
+    let (table, metrics) = match result {
         Ok(done) => done,
         Err(DeltaTableError::NotATable(e)) => {
             return Err(CompactorError::Config(format!(
@@ -300,10 +308,58 @@ pub async fn vacuum(
     };
     let mut files_deleted = metrics.files_deleted;
     files_deleted.sort();
+    let id_files_deleted = vacuum_id_files(&table, config, retention).await?;
     Ok(VacuumReport {
         dry_run: metrics.dry_run,
         files_deleted,
+        id_files_deleted,
     })
+}
+
+/// Deletes the event id files older than the retention that none of the
+/// newest `dedup_commits` compactor commits names. Deleting one too many only
+/// costs speed: a commit without its id file is read from its Parquet files.
+async fn vacuum_id_files(
+    table: &DeltaTable,
+    config: &VacuumConfig,
+    retention: chrono::Duration,
+) -> Result<Vec<String>, CompactorError> {
+    let uri = table.table_url().to_string();
+    let keep: std::collections::HashSet<String> =
+        table::newest_commits(table, None, config.dedup_commits.max(1))
+            .await?
+            .into_iter()
+            .filter_map(|commit| commit.ids_file.map(|f| f.file))
+            .collect();
+    let cutoff = chrono::Utc::now() - retention;
+    let store = table.object_store();
+    let prefix = deltalake::Path::from(table::DEDUP_DIR);
+    let listed: Vec<deltalake::ObjectMeta> =
+        store.list(Some(&prefix)).try_collect().await.map_err(|e| {
+            CompactorError::delta(&uri, "list the event id files", DeltaTableError::from(e))
+        })?;
+    let mut deleted = Vec::new();
+    for meta in listed {
+        let name = meta.location.to_string();
+        if keep.contains(&name) || meta.last_modified >= cutoff {
+            continue;
+        }
+        if !config.dry_run {
+            match store.delete(&meta.location).await {
+                Ok(()) | Err(deltalake::ObjectStoreError::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(CompactorError::delta(
+                        &uri,
+                        "delete an event id file",
+                        DeltaTableError::from(e),
+                    ));
+                }
+            }
+        }
+        deleted.push(name);
+    }
+    deleted.sort();
+    Ok(deleted)
 }
 
 #[cfg(test)]

@@ -158,6 +158,7 @@ pub struct Prepared {
     table: DeltaTable,
     state: TableState,
     adds: Vec<Add>,
+    ids_file: Option<table::IdsFile>,
     checkpoints: BTreeMap<String, SequenceNumber>,
     report: RunReport,
     started: Instant,
@@ -331,6 +332,78 @@ impl DeadLetters {
     }
 }
 
+/// The run's event ids, streamed to `_dedup/run-<run>-<random>.ids` under the
+/// table root (16 raw bytes per id): the next runs' dedup window reads this
+/// instead of parsing the ids back out of Parquet. The random part keeps two
+/// racing runs of the same number off each other's file; the loser's is an
+/// orphan that `vacuum` deletes.
+struct IdsWriter {
+    store: deltalake::logstore::ObjectStoreRef,
+    file: String,
+    out: Option<BufWriter>,
+    buffer: Vec<u8>,
+    count: u64,
+}
+
+impl IdsWriter {
+    const FLUSH_BYTES: usize = 1 << 20;
+
+    fn new(table: &DeltaTable, run: i64) -> Self {
+        Self {
+            store: table.object_store(),
+            file: format!(
+                "{}/run-{run:020}-{}.ids",
+                table::DEDUP_DIR,
+                uuid::Uuid::new_v4().simple()
+            ),
+            out: None,
+            buffer: Vec::with_capacity(Self::FLUSH_BYTES),
+            count: 0,
+        }
+    }
+
+    async fn push(&mut self, id: &uuid::Uuid) -> Result<(), CompactorError> {
+        self.buffer.extend_from_slice(id.as_bytes());
+        self.count += 1;
+        if self.buffer.len() >= Self::FLUSH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), CompactorError> {
+        let out = match &mut self.out {
+            Some(out) => out,
+            None => self.out.insert(BufWriter::new(
+                self.store.clone(),
+                deltalake::Path::from(self.file.as_str()),
+            )),
+        };
+        out.write_all(&self.buffer)
+            .await
+            .map_err(|e| CompactorError::io(format!("write {}", self.file), e))?;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Completes the upload (atomic: no partial file under the final name).
+    async fn finish(mut self) -> Result<Option<table::IdsFile>, CompactorError> {
+        if self.count == 0 {
+            return Ok(None);
+        }
+        self.flush().await?;
+        if let Some(mut out) = self.out.take() {
+            out.shutdown()
+                .await
+                .map_err(|e| CompactorError::io(format!("finish {}", self.file), e))?;
+        }
+        Ok(Some(table::IdsFile {
+            file: self.file,
+            ids: self.count,
+        }))
+    }
+}
+
 fn undecodable(
     shard_id: &str,
     seq: &SequenceNumber,
@@ -399,6 +472,7 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
         config.target_file_rows,
     )));
     let mut dead = DeadLetters::new(config.dead_letters.clone(), run);
+    let mut new_ids = IdsWriter::new(&table, run);
     let mut report = RunReport {
         stream: config.stream_name.clone(),
         table: uri.clone(),
@@ -506,6 +580,7 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
                         report.duplicates_dropped += 1;
                         continue;
                     }
+                    new_ids.push(position.event_id.as_uuid()).await?;
                     rows.push(&position);
                     if rows.len >= BATCH_ROWS {
                         report.rows_written += rows.len as u64;
@@ -565,6 +640,7 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
     };
     report.dead_lettered = dead.count;
     report.dead_letter_file = dead.finish().await?;
+    let ids_file = new_ids.finish().await?;
     report.files_added = adds.len() as u64;
     report.table_version = state.version;
     report.checkpoints = checkpoints
@@ -577,6 +653,7 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
         table,
         state,
         adds,
+        ids_file,
         checkpoints,
         report,
         started,
@@ -688,18 +765,22 @@ impl Prepared {
             .iter()
             .map(|(k, v)| (k.clone(), Value::String(v.to_string())))
             .collect();
+        let mut metadata = vec![
+            (keys::APP_ID.to_owned(), Value::String(app.clone())),
+            (
+                keys::STREAM.to_owned(),
+                Value::String(self.config.stream_name.clone()),
+            ),
+            (keys::RUN.to_owned(), Value::from(run)),
+            (keys::CHECKPOINTS.to_owned(), Value::Object(checkpoints)),
+            (keys::REPORT.to_owned(), self.committed_counts()),
+        ];
+        if let Some(ids) = &self.ids_file {
+            metadata.push((keys::DEDUP_IDS.to_owned(), ids.to_json()));
+        }
         let properties = CommitProperties::default()
             .with_application_transaction(Transaction::new(&app, run))
-            .with_metadata([
-                (keys::APP_ID.to_owned(), Value::String(app.clone())),
-                (
-                    keys::STREAM.to_owned(),
-                    Value::String(self.config.stream_name.clone()),
-                ),
-                (keys::RUN.to_owned(), Value::from(run)),
-                (keys::CHECKPOINTS.to_owned(), Value::Object(checkpoints)),
-                (keys::REPORT.to_owned(), self.committed_counts()),
-            ]);
+            .with_metadata(metadata);
         let actions: Vec<Action> = self.adds.iter().cloned().map(Action::Add).collect();
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,

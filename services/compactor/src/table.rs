@@ -46,6 +46,11 @@ pub const PARTITION_COLUMN: &str = "event_date";
 /// Where the COPY manifests go, under the table root.
 pub const MANIFEST_DIR: &str = "_manifests";
 
+/// Where each run's event ids go, under the table root: a hidden directory,
+/// which Delta readers and `vacuum` skip (the compactor's own `vacuum` keeps
+/// the files the dedup window still needs and deletes the rest).
+pub const DEDUP_DIR: &str = "_dedup";
+
 /// commitInfo keys written by the compactor.
 pub mod keys {
     /// The application id (`courier-compactor/<stream>`).
@@ -58,6 +63,9 @@ pub mod keys {
     pub const CHECKPOINTS: &str = "courier.checkpoints";
     /// The run's counts (records read, rows written, ...).
     pub const REPORT: &str = "courier.report";
+    /// `{"file": "_dedup/run-....ids", "ids": n}`: the run's event ids, 16
+    /// bytes each, so the next runs' dedup window need not parse Parquet.
+    pub const DEDUP_IDS: &str = "courier.dedup_ids";
 }
 
 fn delta_columns() -> Vec<StructField> {
@@ -130,6 +138,32 @@ pub struct CompactorCommit {
     pub adds: Vec<AddedFile>,
     /// The run's counts (`courier.report`), when the commit has them.
     pub report: Option<Value>,
+    /// The run's event id file (`courier.dedup_ids`), when it wrote one.
+    pub ids_file: Option<IdsFile>,
+}
+
+/// A run's event ids: `ids` raw 16-byte UUIDs, one after the other, in `file`
+/// (relative to the table root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdsFile {
+    /// Path relative to the table root.
+    pub file: String,
+    /// How many ids it holds.
+    pub ids: u64,
+}
+
+impl IdsFile {
+    /// The commitInfo value.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({"file": self.file, "ids": self.ids})
+    }
+
+    fn from_json(value: &Value) -> Option<Self> {
+        Some(Self {
+            file: value.get("file")?.as_str()?.to_owned(),
+            ids: value.get("ids")?.as_u64()?,
+        })
+    }
 }
 
 /// A data file added by a commit.
@@ -183,11 +217,12 @@ fn parse_checkpoints(
     Ok(out)
 }
 
-/// Parses one commit file: the compactor commit it is, if it is one of `app_id`'s.
+/// Parses one commit file: the compactor commit it is, if it is one of
+/// `app_id`'s (any compactor's when `None`).
 fn parse_commit(
     version: u64,
     bytes: &[u8],
-    app_id: &str,
+    app_id: Option<&str>,
 ) -> Result<Option<CompactorCommit>, CompactorError> {
     let mut info: Option<serde_json::Map<String, Value>> = None;
     let mut adds = Vec::new();
@@ -212,7 +247,8 @@ fn parse_commit(
         }
     }
     let Some(info) = info else { return Ok(None) };
-    if info.get(keys::APP_ID).and_then(Value::as_str) != Some(app_id) {
+    let app = info.get(keys::APP_ID).and_then(Value::as_str);
+    if app.is_none() || app_id.is_some_and(|wanted| app != Some(wanted)) {
         return Ok(None);
     }
     let run = info.get(keys::RUN).and_then(Value::as_i64).ok_or_else(|| {
@@ -224,6 +260,7 @@ fn parse_commit(
         checkpoints: parse_checkpoints(info.get(keys::CHECKPOINTS))?,
         adds,
         report: info.get(keys::REPORT).cloned(),
+        ids_file: info.get(keys::DEDUP_IDS).and_then(IdsFile::from_json),
     }))
 }
 
@@ -246,24 +283,7 @@ pub async fn read_state(
         .await
         .map_err(|e| CompactorError::delta(&uri, "read the application transaction", e))?
         .unwrap_or(0);
-    let wanted = window.max(1);
-    let mut commits = Vec::new();
-    let mut next = Some(version);
-    while let Some(v) = next
-        && commits.len() < wanted
-    {
-        let Some(bytes) = log_store
-            .read_commit_entry(v)
-            .await
-            .map_err(|e| CompactorError::delta(&uri, "read a commit", e))?
-        else {
-            break; // expired from the log
-        };
-        if let Some(commit) = parse_commit(v, &bytes, app_id)? {
-            commits.push(commit);
-        }
-        next = v.checked_sub(1);
-    }
+    let commits = newest_commits(table, Some(app_id), window.max(1)).await?;
     let newest = commits.first();
     let (run, checkpoints) = match newest {
         Some(c) if c.run == txn => (c.run, c.checkpoints.clone()),
@@ -288,6 +308,38 @@ pub async fn read_state(
     })
 }
 
+/// The newest `wanted` compactor commits of `app_id` (of any compactor when
+/// `None`), newest first, walking the log back from the loaded version.
+pub async fn newest_commits(
+    table: &DeltaTable,
+    app_id: Option<&str>,
+    wanted: usize,
+) -> Result<Vec<CompactorCommit>, CompactorError> {
+    let uri = table.table_url().to_string();
+    let snapshot = table
+        .snapshot()
+        .map_err(|e| CompactorError::delta(&uri, "snapshot", e))?;
+    let log_store = table.log_store();
+    let mut commits = Vec::new();
+    let mut next = Some(snapshot.version());
+    while let Some(v) = next
+        && commits.len() < wanted
+    {
+        let Some(bytes) = log_store
+            .read_commit_entry(v)
+            .await
+            .map_err(|e| CompactorError::delta(&uri, "read a commit", e))?
+        else {
+            break; // expired from the log
+        };
+        if let Some(commit) = parse_commit(v, &bytes, app_id)? {
+            commits.push(commit);
+        }
+        next = v.checked_sub(1);
+    }
+    Ok(commits)
+}
+
 /// The `event_id`s of the files added by `commits` (newest first), at most
 /// `max_ids` of them: the newest commits' ids, stopping inside the commit that
 /// reaches the budget.
@@ -298,6 +350,12 @@ pub async fn window_ids(
 ) -> Result<IdSet, CompactorError> {
     let store = table.object_store();
     let mut ids = IdSet::default();
+    // The id files say how many ids they hold: one allocation, no rehashing.
+    let known: u64 = commits
+        .iter()
+        .filter_map(|c| c.ids_file.as_ref().map(|f| f.ids))
+        .sum();
+    ids.reserve(usize::try_from(known).unwrap_or(max_ids).min(max_ids));
     for (used, commit) in commits.iter().enumerate() {
         if ids.len() >= max_ids {
             tracing::info!(
@@ -312,6 +370,9 @@ pub async fn window_ids(
     Ok(ids)
 }
 
+/// The ids of one commit: from its id file when it has a complete one, from
+/// the `event_id` column of its Parquet files otherwise (commits of older
+/// versions, or an id file lost).
 async fn read_commit_ids(
     table: &DeltaTable,
     store: &deltalake::logstore::ObjectStoreRef,
@@ -319,6 +380,27 @@ async fn read_commit_ids(
     ids: &mut IdSet,
     max_ids: usize,
 ) -> Result<(), CompactorError> {
+    if let Some(file) = &commit.ids_file {
+        match read_ids_file(store, file).await {
+            Ok(bytes) => {
+                for id in bytes.chunks_exact(16) {
+                    if ids.len() >= max_ids {
+                        break;
+                    }
+                    let mut raw = [0u8; 16];
+                    raw.copy_from_slice(id);
+                    ids.insert(uuid::Uuid::from_bytes(raw));
+                }
+                return Ok(());
+            }
+            Err(problem) => tracing::warn!(
+                version = commit.version,
+                file = %file.file,
+                problem,
+                "reading the commit's event ids from its Parquet files instead"
+            ),
+        }
+    }
     for file in &commit.adds {
         if ids.len() >= max_ids {
             break;
@@ -346,6 +428,27 @@ async fn read_commit_ids(
         read_event_ids(bytes, &file.path, ids, max_ids)?;
     }
     Ok(())
+}
+
+/// The bytes of a complete id file, or why not.
+async fn read_ids_file(
+    store: &deltalake::logstore::ObjectStoreRef,
+    file: &IdsFile,
+) -> Result<bytes::Bytes, String> {
+    let bytes = match store.get(&deltalake::Path::from(file.file.as_str())).await {
+        Ok(result) => result.bytes().await,
+        Err(e) => Err(e),
+    }
+    .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 != file.ids.saturating_mul(16) {
+        return Err(format!(
+            "{} bytes where {} ids take {}",
+            bytes.len(),
+            file.ids,
+            file.ids.saturating_mul(16)
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Reads only the `event_id` column of one Parquet file into `ids`, until
@@ -456,7 +559,7 @@ pub async fn commits_since(
         else {
             continue; // expired from the log
         };
-        if let Some(commit) = parse_commit(version, &bytes, app_id)? {
+        if let Some(commit) = parse_commit(version, &bytes, Some(app_id))? {
             out.push(commit);
         }
     }

@@ -522,17 +522,25 @@ async fn optimize_packs_small_files_and_vacuum_deletes_what_no_version_needs() {
     let orphan = partition.join("part-00000-crashed-run.snappy.parquet");
     std::fs::write(&orphan, b"PAR1 never committed").expect("orphan");
 
+    // A crashed run's id file, beside those of the four runs that wrote rows
+    // (the retry above wrote none).
+    let dedup = env.table.join("_dedup");
+    let orphan_ids = dedup.join("run-00000000000000000009-crashed.ids");
+    std::fs::write(&orphan_ids, [0u8; 16]).expect("orphan ids");
+    assert_eq!(id_files(&env.table).len(), 4 + 1);
+
     let dry = vacuum(
         &table,
         &VacuumConfig {
             retention: std::time::Duration::from_secs(3600),
             dry_run: true,
+            dedup_commits: 24,
         },
     )
     .await
     .expect("dry run");
     assert!(
-        dry.files_deleted.is_empty(),
+        dry.files_deleted.is_empty() && dry.id_files_deleted.is_empty(),
         "all younger than an hour: {dry:?}"
     );
     let done = vacuum(
@@ -540,12 +548,19 @@ async fn optimize_packs_small_files_and_vacuum_deletes_what_no_version_needs() {
         &VacuumConfig {
             retention: std::time::Duration::ZERO,
             dry_run: false,
+            dedup_commits: 3,
         },
     )
     .await
     .expect("vacuum");
     assert_eq!(done.files_deleted.len(), 4 * before.len() + 1, "{done:?}");
     assert!(!orphan.exists());
+    // The id files of the three newest runs stay (the window reads them:
+    // the retry has none, runs 4 and 3 have theirs); runs 1 and 2's and the
+    // orphan go.
+    assert_eq!(done.id_files_deleted.len(), 3, "{done:?}");
+    assert!(!orphan_ids.exists());
+    assert_eq!(id_files(&env.table).len(), 2);
     assert_eq!(table_event_ids(&env.table).await, sorted(ids(&all)));
     assert!(
         env.table
@@ -563,6 +578,102 @@ async fn optimize_packs_small_files_and_vacuum_deletes_what_no_version_needs() {
         .await
         .expect("run after vacuum");
     assert_eq!(last.rows_written, 2);
+}
+
+/// The files under the table's `_dedup/`, sorted.
+fn id_files(table: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(table.join("_dedup")) {
+        Ok(dir) => dir.map(|e| e.expect("dir entry").path()).collect(),
+        Err(_) => Vec::new(),
+    };
+    files.sort();
+    files
+}
+
+/// The `courier.dedup_ids` of the table's newest commit.
+fn newest_ids_file(table: &Path) -> serde_json::Value {
+    let version = std::fs::read_dir(table.join("_delta_log"))
+        .expect("log")
+        .filter_map(|e| {
+            let name = e.expect("entry").file_name().into_string().expect("utf-8");
+            name.strip_suffix(".json")?.parse::<u64>().ok()
+        })
+        .max()
+        .expect("a commit");
+    let log = std::fs::read_to_string(table.join("_delta_log").join(format!("{version:020}.json")))
+        .expect("commit");
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find_map(|action| {
+            action
+                .get("commitInfo")
+                .map(|i| i["courier.dedup_ids"].clone())
+        })
+        .expect("commitInfo")
+}
+
+#[tokio::test]
+async fn the_dedup_window_reads_each_runs_id_file_and_falls_back_to_parquet() {
+    let env = Env::new(1);
+    let first = positions(5);
+    env.append(0, &first);
+    compactor::run(env.config()).await.expect("run 1");
+
+    // The commit names the run's id file: 16 raw bytes per event id.
+    let named = newest_ids_file(&env.table);
+    assert_eq!(named["ids"], 5, "{named}");
+    let id_file = env.table.join(named["file"].as_str().expect("file"));
+    assert_eq!(id_files(&env.table), vec![id_file.clone()]);
+    let bytes = std::fs::read(&id_file).expect("id file");
+    let mut in_file: Vec<String> = bytes
+        .chunks_exact(16)
+        .map(|raw| uuid::Uuid::from_slice(raw).expect("uuid").to_string())
+        .collect();
+    in_file.sort();
+    assert_eq!(in_file, sorted(ids(&first)));
+
+    env.append(0, &first[..1]); // a producer retry
+    let dropped = |config: RunConfig| async move {
+        compactor::prepare(config)
+            .await
+            .expect("prepare")
+            .report()
+            .duplicates_dropped
+    };
+    // An id file cut short is not trusted: the ids come from the Parquet files.
+    std::fs::write(&id_file, &bytes[..40]).expect("truncate");
+    assert_eq!(dropped(env.config()).await, 1, "from Parquet");
+    // A whole id file is enough without the Parquet files (optimized away and vacuumed).
+    std::fs::write(&id_file, &bytes).expect("restore");
+    let parquet: Vec<PathBuf> = common::files_per_partition(&Location::local(&env.table))
+        .await
+        .keys()
+        .flat_map(|date| {
+            std::fs::read_dir(env.table.join(format!("event_date={date}")))
+                .expect("partition")
+                .map(|e| e.expect("entry").path())
+        })
+        .collect();
+    let moved: Vec<(PathBuf, PathBuf)> = parquet
+        .iter()
+        .map(|p| (p.clone(), p.with_extension("moved")))
+        .collect();
+    for (from, to) in &moved {
+        std::fs::rename(from, to).expect("move the Parquet file away");
+    }
+    assert_eq!(dropped(env.config()).await, 1, "from the id file");
+    // Neither: the window has nothing of run 1 (and says so in the logs).
+    std::fs::remove_file(&id_file).expect("remove id file");
+    assert_eq!(dropped(env.config()).await, 0, "nothing left to read");
+    for (from, to) in &moved {
+        std::fs::rename(to, from).expect("move back");
+    }
+    let report = compactor::run(env.config()).await.expect("run 2");
+    assert_eq!((report.duplicates_dropped, report.rows_written), (1, 0));
+    assert!(
+        newest_ids_file(&env.table).is_null(),
+        "a run that writes no rows writes no id file"
+    );
 }
 
 #[tokio::test]
