@@ -133,6 +133,7 @@ fn main() {
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     // Smaller run first: getrusage(RUSAGE_CHILDREN) reports the largest child
     // so far, so the second line is the max of both runs.
+    let log = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into());
     for size in [n / 5, n, 2 * n, 4 * n] {
         let dir = tempfile::tempdir().expect("tmp");
         let fill_s = fill(dir.path(), size, shards, per_record, couriers);
@@ -146,7 +147,7 @@ fn main() {
                 .arg(dir.path())
                 .arg("--table-uri")
                 .arg(&table)
-                .env("RUST_LOG", "warn")
+                .env("RUST_LOG", &log)
                 .stderr(Stdio::inherit())
                 .output()
                 .expect("compactor runs");

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::array::{
@@ -14,7 +15,7 @@ use arrow::array::{
 use arrow::datatypes::SchemaRef;
 use base64::Engine as _;
 use courier_model::avro::{AvroPosition, decode_record};
-use courier_model::position::TimeRules;
+use courier_model::position::{Position, TimeRules};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
 use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::logstore::object_store::buffered::BufWriter;
@@ -194,7 +195,7 @@ impl Rows {
         Self {
             schema,
             event_id: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 36),
-            courier_id: StringBuilder::new(),
+            courier_id: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16),
             lat: Float64Builder::with_capacity(BATCH_ROWS),
             lon: Float64Builder::with_capacity(BATCH_ROWS),
             recorded_at: ts(),
@@ -202,13 +203,13 @@ impl Rows {
             accuracy_m: Float64Builder::with_capacity(BATCH_ROWS),
             speed_mps: Float64Builder::with_capacity(BATCH_ROWS),
             heading_deg: Float64Builder::with_capacity(BATCH_ROWS),
-            order_id: StringBuilder::new(),
+            order_id: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16),
             event_date: Date32Builder::with_capacity(BATCH_ROWS),
             len: 0,
         }
     }
 
-    fn push(&mut self, p: &courier_model::position::Position) {
+    fn push(&mut self, p: &Position) {
         let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
         self.event_id
             .append_value(p.event_id.as_uuid().hyphenated().encode_lower(&mut id));
@@ -231,22 +232,26 @@ impl Rows {
         self.len += 1;
     }
 
+    /// The batch so far; the builders start over with their full capacity
+    /// (a finished Arrow builder keeps none, and regrowing it by doubling for
+    /// every batch cost more than filling it).
     fn finish(&mut self) -> Result<RecordBatch, CompactorError> {
+        let schema = self.schema.clone();
+        let mut full = std::mem::replace(self, Self::new(schema.clone()));
         let columns: Vec<ArrayRef> = vec![
-            Arc::new(self.event_id.finish()),
-            Arc::new(self.courier_id.finish()),
-            Arc::new(self.lat.finish()),
-            Arc::new(self.lon.finish()),
-            Arc::new(self.recorded_at.finish()),
-            Arc::new(self.received_at.finish()),
-            Arc::new(self.accuracy_m.finish()),
-            Arc::new(self.speed_mps.finish()),
-            Arc::new(self.heading_deg.finish()),
-            Arc::new(self.order_id.finish()),
-            Arc::new(self.event_date.finish()),
+            Arc::new(full.event_id.finish()),
+            Arc::new(full.courier_id.finish()),
+            Arc::new(full.lat.finish()),
+            Arc::new(full.lon.finish()),
+            Arc::new(full.recorded_at.finish()),
+            Arc::new(full.received_at.finish()),
+            Arc::new(full.accuracy_m.finish()),
+            Arc::new(full.speed_mps.finish()),
+            Arc::new(full.heading_deg.finish()),
+            Arc::new(full.order_id.finish()),
+            Arc::new(full.event_date.finish()),
         ];
-        self.len = 0;
-        RecordBatch::try_new(self.schema.clone(), columns).map_err(|e| CompactorError::Arrow {
+        RecordBatch::try_new(schema, columns).map_err(|e| CompactorError::Arrow {
             context: "build a record batch",
             source: e,
         })
@@ -362,9 +367,12 @@ impl IdsWriter {
         }
     }
 
-    async fn push(&mut self, id: &uuid::Uuid) -> Result<(), CompactorError> {
+    fn push(&mut self, id: &uuid::Uuid) {
         self.buffer.extend_from_slice(id.as_bytes());
         self.count += 1;
+    }
+
+    async fn flush_if_full(&mut self) -> Result<(), CompactorError> {
         if self.buffer.len() >= Self::FLUSH_BYTES {
             self.flush().await?;
         }
@@ -446,7 +454,9 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
         table::write_manifest(&table, &config.manifests, last.version, &last.adds).await?;
     }
     let window = &state.commits[..config.dedup_commits.min(state.commits.len())];
-    let mut seen = table::window_ids(&table, window, config.dedup_window_ids).await?;
+    let window_started = Instant::now();
+    let seen = table::window_ids(&table, window, config.dedup_window_ids).await?;
+    let window_ms = window_started.elapsed().as_millis();
     let run = state.run + 1;
     tracing::info!(
         table = %uri,
@@ -454,6 +464,7 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
         run,
         table_version = state.version,
         dedup_window_ids = seen.len(),
+        dedup_window_ms = window_ms,
         "compactor run started"
     );
 
@@ -461,18 +472,25 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
     let writer = RecordBatchWriter::for_table(&table)
         .map_err(|e| CompactorError::delta(&uri, "create the writer", e))?
         .with_writer_properties(writer_properties());
-    let mut rows = Rows::new(writer.arrow_schema());
-    // Parquet encoding runs in its own task, beside decoding: two cores busy,
-    // and at most two batches in flight between them.
-    let (batches, batch_rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
-    let mut writer_task = Some(tokio::spawn(write_batches(
-        writer,
+    // Reading, decoding and validating run here; dedup, the Arrow batches,
+    // the id file and Parquet encoding in the writer task: two cores busy,
+    // and at most two batches of positions in flight between them.
+    let (batches, batch_rx) = tokio::sync::mpsc::channel::<Vec<Position>>(2);
+    let written = Arc::new(Written::default());
+    let mut writer_task = Some(tokio::spawn(write_positions(
+        WriterTask {
+            rows: Rows::new(writer.arrow_schema()),
+            writer,
+            seen,
+            ids: IdsWriter::new(&table, run),
+            written: written.clone(),
+            uri: uri.clone(),
+            target_rows: config.target_file_rows,
+        },
         batch_rx,
-        uri.clone(),
-        config.target_file_rows,
     )));
+    let mut pending: Vec<Position> = Vec::with_capacity(BATCH_ROWS);
     let mut dead = DeadLetters::new(config.dead_letters.clone(), run);
-    let mut new_ids = IdsWriter::new(&table, run);
     let mut report = RunReport {
         stream: config.stream_name.clone(),
         table: uri.clone(),
@@ -576,15 +594,10 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
                             continue;
                         }
                     };
-                    if !seen.insert(*position.event_id.as_uuid()) {
-                        report.duplicates_dropped += 1;
-                        continue;
-                    }
-                    new_ids.push(position.event_id.as_uuid()).await?;
-                    rows.push(&position);
-                    if rows.len >= BATCH_ROWS {
-                        report.rows_written += rows.len as u64;
-                        if batches.send(rows.finish()?).await.is_err() {
+                    pending.push(position);
+                    if pending.len() >= BATCH_ROWS {
+                        let full = std::mem::replace(&mut pending, Vec::with_capacity(BATCH_ROWS));
+                        if batches.send(full).await.is_err() {
                             return Err(writer_failed(writer_task.take()).await);
                         }
                     }
@@ -595,8 +608,8 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
                 bar.set_message(format!(
                     "{shard_id}: {} records read, {} rows, {} duplicates, {} dead letters; {}",
                     report.records_read,
-                    report.rows_written + rows.len as u64,
-                    report.duplicates_dropped,
+                    written.rows(),
+                    written.duplicates(),
                     dead.count,
                     reader.lag()
                 ));
@@ -606,8 +619,8 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
                     shard = shard_id,
                     records_read = report.records_read,
                     positions = report.positions_decoded,
-                    rows = report.rows_written + rows.len as u64,
-                    duplicates = report.duplicates_dropped,
+                    rows = written.rows(),
+                    duplicates = written.duplicates(),
                     dead_lettered = dead.count,
                     lag = %reader.lag(),
                     "progress"
@@ -625,22 +638,20 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    if rows.len > 0 {
-        report.rows_written += rows.len as u64;
-        if batches.send(rows.finish()?).await.is_err() {
-            return Err(writer_failed(writer_task.take()).await);
-        }
+    if !pending.is_empty() && batches.send(pending).await.is_err() {
+        return Err(writer_failed(writer_task.take()).await);
     }
     drop(batches);
-    let adds = match writer_task.take() {
+    let (adds, ids_file) = match writer_task.take() {
         Some(task) => task
             .await
             .map_err(|e| CompactorError::State(format!("the Parquet writer task failed: {e}")))??,
-        None => Vec::new(),
+        None => (Vec::new(), None),
     };
+    report.rows_written = written.rows();
+    report.duplicates_dropped = written.duplicates();
     report.dead_lettered = dead.count;
     report.dead_letter_file = dead.finish().await?;
-    let ids_file = new_ids.finish().await?;
     report.files_added = adds.len() as u64;
     report.table_version = state.version;
     report.checkpoints = checkpoints
@@ -671,29 +682,81 @@ fn writer_properties() -> parquet::file::properties::WriterProperties {
         .build()
 }
 
-/// The Parquet writer task: writes the batches it receives, finishes the
-/// files every `target_rows` rows, and returns their Add actions.
-async fn write_batches(
-    mut writer: RecordBatchWriter,
-    mut batches: tokio::sync::mpsc::Receiver<RecordBatch>,
+/// Counts kept by the writer task, read by the progress output and the report.
+#[derive(Default)]
+struct Written {
+    rows: AtomicU64,
+    duplicates: AtomicU64,
+}
+
+impl Written {
+    fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+}
+
+/// What the writer task hands back: the files it added and the run's id file.
+type WriterOutput = (Vec<Add>, Option<table::IdsFile>);
+
+/// What the writer task owns.
+struct WriterTask {
+    writer: RecordBatchWriter,
+    rows: Rows,
+    /// The dedup window, then every id of this run too.
+    seen: table::IdSet,
+    ids: IdsWriter,
+    written: Arc<Written>,
     uri: String,
     target_rows: u64,
-) -> Result<Vec<Add>, CompactorError> {
+}
+
+/// The writer task: drops the positions already seen, writes the rest as
+/// Parquet (files finished every `target_rows` rows) and their ids to the id
+/// file; returns the Add actions and the id file.
+async fn write_positions(
+    mut task: WriterTask,
+    mut batches: tokio::sync::mpsc::Receiver<Vec<Position>>,
+) -> Result<WriterOutput, CompactorError> {
     let mut adds = Vec::new();
     let mut in_files = 0u64;
-    while let Some(batch) = batches.recv().await {
-        in_files += batch.num_rows() as u64;
-        writer
+    while let Some(positions) = batches.recv().await {
+        let mut duplicates = 0u64;
+        for position in &positions {
+            let id = position.event_id.as_uuid();
+            if task.seen.insert(*id) {
+                task.ids.push(id);
+                task.rows.push(position);
+            } else {
+                duplicates += 1;
+            }
+        }
+        drop(positions);
+        task.written
+            .duplicates
+            .fetch_add(duplicates, Ordering::Relaxed);
+        task.ids.flush_if_full().await?;
+        if task.rows.len == 0 {
+            continue;
+        }
+        let batch = task.rows.finish()?;
+        let rows = batch.num_rows() as u64;
+        task.writer
             .write(batch)
             .await
-            .map_err(|e| CompactorError::delta(&uri, "write Parquet", e))?;
-        if in_files >= target_rows {
-            adds.extend(finish_files(&mut writer, &uri).await?);
+            .map_err(|e| CompactorError::delta(&task.uri, "write Parquet", e))?;
+        task.written.rows.fetch_add(rows, Ordering::Relaxed);
+        in_files += rows;
+        if in_files >= task.target_rows {
+            adds.extend(finish_files(&mut task.writer, &task.uri).await?);
             in_files = 0;
         }
     }
-    adds.extend(finish_files(&mut writer, &uri).await?);
-    Ok(adds)
+    adds.extend(finish_files(&mut task.writer, &task.uri).await?);
+    Ok((adds, task.ids.finish().await?))
 }
 
 async fn finish_files(
@@ -708,7 +771,7 @@ async fn finish_files(
 
 /// The error of a writer task that stopped taking batches.
 async fn writer_failed(
-    task: Option<tokio::task::JoinHandle<Result<Vec<Add>, CompactorError>>>,
+    task: Option<tokio::task::JoinHandle<Result<WriterOutput, CompactorError>>>,
 ) -> CompactorError {
     match task {
         Some(task) => match task.await {

@@ -205,13 +205,39 @@ async fn kinesis_to_an_s3_table_exactly_once_with_dead_letters_and_manifests() {
     assert_eq!(letter["sequence_number"], garbage_seq.as_str());
     assert_eq!(letter["shard_id"], "shardId-000000000000");
 
-    // Records 10, 11, 12 come after "9" (compared as integers, not strings).
+    // The run's event ids are on S3 too, in the id file its commit names.
+    let table = compactor::table::load(&aws.table())
+        .await
+        .expect("load")
+        .expect("table");
+    let commits = compactor::table::newest_commits(&table, None, 1)
+        .await
+        .expect("commits");
+    let ids_file = commits[0].ids_file.clone().expect("an id file");
+    assert_eq!(ids_file.ids, 7);
+    assert!(
+        ids_file
+            .file
+            .starts_with("_dedup/run-00000000000000000001-")
+    );
+    let body = aws
+        .table()
+        .get(&ids_file.file)
+        .await
+        .expect("get")
+        .expect("the id file exists");
+    assert_eq!(body.len(), 7 * 16);
+
+    // Records 10, 11, 12 come after "9" (compared as integers, not strings);
+    // record 13, a late retry of run 1's position, is dropped by the window.
     let second = positions(3);
     aws.put_each(&second).await;
+    aws.put("courier-1", encode(&first[1..2])).await;
     let report2 = compactor::run(aws.config()).await.expect("run 2");
-    assert_eq!(report2.records_read, 3);
+    assert_eq!(report2.records_read, 4);
     assert_eq!(report2.rows_written, 3);
-    assert_eq!(report2.checkpoints["shardId-000000000000"], "12");
+    assert_eq!(report2.duplicates_dropped, 1);
+    assert_eq!(report2.checkpoints["shardId-000000000000"], "13");
     let again = compactor::run(aws.config()).await.expect("run 3");
     assert!(!again.committed, "nothing new: no commit");
     let mut all = ids(&first);
@@ -252,7 +278,7 @@ async fn kinesis_to_an_s3_table_exactly_once_with_dead_letters_and_manifests() {
     assert_eq!(status.rows, 10);
     assert_eq!(status.run, 2);
     let shard = &status.shards["shardId-000000000000"];
-    assert_eq!(shard.checkpoint.as_deref(), Some("12"));
+    assert_eq!(shard.checkpoint.as_deref(), Some("13"));
     assert_eq!(shard.lag, None, "Kinesis cannot count records behind");
     assert_eq!(shard.lag_ms, Some(0));
 }
