@@ -16,6 +16,14 @@ use url::Url;
 
 use crate::CompactorError;
 
+/// The whole object at `path` in `store`.
+pub async fn get_bytes(
+    store: &dyn ObjectStore,
+    path: &deltalake::Path,
+) -> Result<Bytes, deltalake::ObjectStoreError> {
+    store.get(path).await?.bytes().await
+}
+
 /// A directory: local, or a prefix in an object store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
@@ -185,11 +193,7 @@ impl Location {
     /// Reads `name`, or `None` when it does not exist.
     pub async fn get(&self, name: &str) -> Result<Option<Bytes>, CompactorError> {
         let store = self.store()?;
-        let result = match store.get(&deltalake::Path::from(name)).await {
-            Ok(r) => r.bytes().await,
-            Err(e) => Err(e),
-        };
-        match result {
+        match get_bytes(store.as_ref(), &deltalake::Path::from(name)).await {
             Ok(bytes) => Ok(Some(bytes)),
             Err(deltalake::ObjectStoreError::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.store_error("read", name, e)),

@@ -28,7 +28,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 
 use crate::CompactorError;
-use crate::location::Location;
+use crate::location::{Location, get_bytes};
 use crate::table::{self, PARTITION_COLUMN};
 
 /// What `optimize` does.
@@ -155,13 +155,11 @@ pub async fn optimize(
             let schema = writer.arrow_schema();
             for file in &bin {
                 let path = deltalake::Path::from(file.path.as_str());
-                let bytes = match store.get(&path).await {
-                    Ok(r) => r.bytes().await,
-                    Err(e) => Err(e),
-                }
-                .map_err(|e| CompactorError::Storage {
-                    context: format!("read {} of table {uri}", file.path),
-                    source: Box::new(e),
+                let bytes = get_bytes(store.as_ref(), &path).await.map_err(|e| {
+                    CompactorError::Storage {
+                        context: format!("read {} of table {uri}", file.path),
+                        source: Box::new(e),
+                    }
                 })?;
                 let perr = |source| CompactorError::Parquet {
                     path: file.path.clone(),

@@ -273,10 +273,43 @@ fn avro_json(p: &AvroPosition) -> Value {
     })
 }
 
+/// An object written as a stream (a multipart upload; a temporary file
+/// locally) that appears whole under its name only when finished: a crashed
+/// attempt leaves nothing under that name.
+struct StreamedObject {
+    out: BufWriter,
+    /// How errors name it.
+    display: String,
+}
+
+impl StreamedObject {
+    fn new(store: deltalake::logstore::ObjectStoreRef, path: &str, display: String) -> Self {
+        Self {
+            out: BufWriter::new(store, deltalake::Path::from(path)),
+            display,
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), CompactorError> {
+        self.out
+            .write_all(bytes)
+            .await
+            .map_err(|e| CompactorError::io(format!("write {}", self.display), e))
+    }
+
+    async fn finish(mut self) -> Result<(), CompactorError> {
+        self.out
+            .shutdown()
+            .await
+            .map_err(|e| CompactorError::io(format!("finish {}", self.display), e))
+    }
+}
+
 struct DeadLetters {
     location: Location,
     name: String,
-    out: Option<BufWriter>,
+    /// Opened on the first dead letter (no directory or file without one).
+    out: Option<StreamedObject>,
     line: Vec<u8>,
     count: u64,
 }
@@ -295,38 +328,28 @@ impl DeadLetters {
     async fn push(&mut self, entry: Value) -> Result<(), CompactorError> {
         let out = match &mut self.out {
             Some(out) => out,
-            None => {
-                let store = self.location.store()?;
-                self.out.insert(BufWriter::new(
-                    store,
-                    deltalake::Path::from(self.name.as_str()),
-                ))
-            }
+            None => self.out.insert(StreamedObject::new(
+                self.location.store()?,
+                &self.name,
+                self.location.display_of(&self.name),
+            )),
         };
         self.line.clear();
         serde_json::to_writer(&mut self.line, &entry)
             .map_err(|e| CompactorError::State(format!("serialize a dead letter: {e}")))?;
         self.line.push(b'\n');
-        out.write_all(&self.line).await.map_err(|e| {
-            CompactorError::io(format!("write {}", self.location.display_of(&self.name)), e)
-        })?;
+        out.write(&self.line).await?;
         self.count += 1;
         Ok(())
     }
 
-    /// Completes the upload (an object store write is atomic: a crashed
-    /// attempt leaves no partial file under the final name, and a rerun of the
-    /// same run number replaces it), or deletes a stale file of a crashed
-    /// attempt when there is nothing to report.
+    /// Completes the upload (a rerun of the same run number replaces the
+    /// file), or deletes a stale file of a crashed attempt when there is
+    /// nothing to report.
     async fn finish(self) -> Result<Option<String>, CompactorError> {
         match self.out {
-            Some(mut out) => {
-                out.shutdown().await.map_err(|e| {
-                    CompactorError::io(
-                        format!("finish {}", self.location.display_of(&self.name)),
-                        e,
-                    )
-                })?;
+            Some(out) => {
+                out.finish().await?;
                 Ok(Some(self.location.display_of(&self.name)))
             }
             None => {
@@ -343,68 +366,50 @@ impl DeadLetters {
 /// racing runs of the same number off each other's file; the loser's is an
 /// orphan that `vacuum` deletes.
 struct IdsWriter {
-    store: deltalake::logstore::ObjectStoreRef,
     file: String,
-    out: Option<BufWriter>,
-    buffer: Vec<u8>,
+    out: StreamedObject,
+    /// The ids of the current batch, written by [`IdsWriter::write_batch`].
+    batch: Vec<u8>,
     count: u64,
 }
 
 impl IdsWriter {
-    const FLUSH_BYTES: usize = 1 << 20;
-
     fn new(table: &DeltaTable, run: i64) -> Self {
+        let file = format!(
+            "{}/run-{run:020}-{}.ids",
+            table::DEDUP_DIR,
+            uuid::Uuid::new_v4().simple()
+        );
+        let display = format!(
+            "{}/{file}",
+            table.table_url().as_str().trim_end_matches('/')
+        );
         Self {
-            store: table.object_store(),
-            file: format!(
-                "{}/run-{run:020}-{}.ids",
-                table::DEDUP_DIR,
-                uuid::Uuid::new_v4().simple()
-            ),
-            out: None,
-            buffer: Vec::with_capacity(Self::FLUSH_BYTES),
+            out: StreamedObject::new(table.object_store(), &file, display),
+            file,
+            batch: Vec::with_capacity(BATCH_ROWS * 16),
             count: 0,
         }
     }
 
     fn push(&mut self, id: &uuid::Uuid) {
-        self.buffer.extend_from_slice(id.as_bytes());
+        self.batch.extend_from_slice(id.as_bytes());
         self.count += 1;
     }
 
-    async fn flush_if_full(&mut self) -> Result<(), CompactorError> {
-        if self.buffer.len() >= Self::FLUSH_BYTES {
-            self.flush().await?;
-        }
+    async fn write_batch(&mut self) -> Result<(), CompactorError> {
+        self.out.write(&self.batch).await?;
+        self.batch.clear();
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<(), CompactorError> {
-        let out = match &mut self.out {
-            Some(out) => out,
-            None => self.out.insert(BufWriter::new(
-                self.store.clone(),
-                deltalake::Path::from(self.file.as_str()),
-            )),
-        };
-        out.write_all(&self.buffer)
-            .await
-            .map_err(|e| CompactorError::io(format!("write {}", self.file), e))?;
-        self.buffer.clear();
-        Ok(())
-    }
-
-    /// Completes the upload (atomic: no partial file under the final name).
+    /// Completes the upload; no file when the run wrote no rows.
     async fn finish(mut self) -> Result<Option<table::IdsFile>, CompactorError> {
         if self.count == 0 {
             return Ok(None);
         }
-        self.flush().await?;
-        if let Some(mut out) = self.out.take() {
-            out.shutdown()
-                .await
-                .map_err(|e| CompactorError::io(format!("finish {}", self.file), e))?;
-        }
+        self.write_batch().await?;
+        self.out.finish().await?;
         Ok(Some(table::IdsFile {
             file: self.file,
             ids: self.count,
@@ -738,10 +743,10 @@ async fn write_positions(
         task.written
             .duplicates
             .fetch_add(duplicates, Ordering::Relaxed);
-        task.ids.flush_if_full().await?;
         if task.rows.len == 0 {
             continue;
         }
+        task.ids.write_batch().await?;
         let batch = task.rows.finish()?;
         let rows = batch.num_rows() as u64;
         task.writer

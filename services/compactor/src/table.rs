@@ -10,14 +10,13 @@ pub type IdSet = HashSet<uuid::Uuid, foldhash::fast::RandomState>;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType as ArrowType;
 use deltalake::kernel::{Add, DataType, StructField};
-use deltalake::logstore::object_store::ObjectStoreExt as _;
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 
-use crate::location::Location;
+use crate::location::{Location, get_bytes};
 use crate::{CompactorError, SequenceNumber};
 
 /// The table's columns in their fixed order (Redshift `COPY ... FORMAT AS
@@ -387,9 +386,9 @@ async fn read_commit_ids(
                     if ids.len() >= max_ids {
                         break;
                     }
-                    let mut raw = [0u8; 16];
-                    raw.copy_from_slice(id);
-                    ids.insert(uuid::Uuid::from_bytes(raw));
+                    if let Ok(id) = uuid::Uuid::from_slice(id) {
+                        ids.insert(id);
+                    }
                 }
                 return Ok(());
             }
@@ -407,11 +406,7 @@ async fn read_commit_ids(
         }
         let location = deltalake::Path::from_url_path(&file.path)
             .map_err(|e| CompactorError::State(format!("bad file path {}: {e}", file.path)))?;
-        let bytes = match store.get(&location).await {
-            Ok(result) => result.bytes().await,
-            Err(e) => Err(e),
-        };
-        let bytes = match bytes {
+        let bytes = match get_bytes(store.as_ref(), &location).await {
             Ok(b) => b,
             Err(deltalake::ObjectStoreError::NotFound { .. }) => {
                 tracing::warn!(file = %file.path, "dedup window file is gone (vacuumed?); skipped");
@@ -435,11 +430,9 @@ async fn read_ids_file(
     store: &deltalake::logstore::ObjectStoreRef,
     file: &IdsFile,
 ) -> Result<bytes::Bytes, String> {
-    let bytes = match store.get(&deltalake::Path::from(file.file.as_str())).await {
-        Ok(result) => result.bytes().await,
-        Err(e) => Err(e),
-    }
-    .map_err(|e| e.to_string())?;
+    let bytes = get_bytes(store.as_ref(), &deltalake::Path::from(file.file.as_str()))
+        .await
+        .map_err(|e| e.to_string())?;
     if bytes.len() as u64 != file.ids.saturating_mul(16) {
         return Err(format!(
             "{} bytes where {} ids take {}",
