@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# Static checks of terraform/ that work without any Terraform provider
-# (our CI machines cannot download one, so `terraform validate` cannot run):
+# Checks of terraform/ as a deployment would run them, offline:
 #
 #   1. checkov               zero failed checks (skips only inline, with a reason)
 #   2. pytest structural     tests/infra/test_terraform.py (python-hcl2)
-#   3. terraform fmt -check  when a terraform binary is on PATH
+#   3. terraform fmt -check
+#   4. per environment (dev, prod):
+#        terraform init -backend=false -lockfile=readonly   provider from the
+#            machine's filesystem mirror; the committed .terraform.lock.hcl
+#            must match it
+#        terraform validate
+#        terraform test      terraform/tests/*.tftest.hcl: plan, then apply,
+#            against mock_provider "aws", with the environment's terraform.tfvars
+#
+# The provider comes from the hashicorp/aws mirror that ships with the machine
+# image (tests/infra/lib/terraform-mirror.sh finds it and writes a CLI config;
+# missing terraform or mirror is a failure, never a skip). Terraform's working
+# data goes to .tools/terraform/data-<env>, not into terraform/.
 #
 # Tools live in two venvs under .tools/ at the repository root (checkov pins
 # bc-python-hcl2, which installs under the same module name as python-hcl2,
@@ -40,20 +51,31 @@ if ! TERRAFORM_CHECKS_STRICT=1 "$TOOLS/hcl2-venv/bin/python" -m pytest tests/inf
 fi
 
 log "terraform fmt -check"
-if command -v terraform >/dev/null 2>&1; then
-  # A TF_CLI_CONFIG_FILE pointing at a missing file only adds a warning.
-  if [[ -n "${TF_CLI_CONFIG_FILE:-}" && ! -f "$TF_CLI_CONFIG_FILE" ]]; then
-    unset TF_CLI_CONFIG_FILE
-  fi
-  if terraform fmt -check -recursive terraform; then
-    echo "terraform fmt: all files formatted"
-  else
-    echo "terraform fmt: the files above need 'terraform fmt -recursive terraform'" >&2
-    failed+=("terraform fmt")
-  fi
+source "$ROOT/tests/infra/lib/terraform-mirror.sh"
+tf_use_mirror "$ROOT"
+if terraform fmt -check -recursive terraform; then
+  echo "terraform fmt: all files formatted"
 else
-  echo "skipped: no terraform binary on PATH (install Terraform >= 1.6 to check formatting)"
+  echo "terraform fmt: the files above need 'terraform fmt -recursive terraform'" >&2
+  failed+=("terraform fmt")
 fi
+
+for env in dev prod; do
+  dir="$ROOT/terraform/envs/$env"
+  export TF_DATA_DIR="$ROOT/.tools/terraform/data-$env"
+  log "terraform init -backend=false -lockfile=readonly ($env)"
+  if ! terraform -chdir="$dir" init -backend=false -lockfile=readonly -no-color >"$ROOT/.tools/terraform/init-$env.log" 2>&1; then
+    cat "$ROOT/.tools/terraform/init-$env.log" >&2
+    echo "terraform init failed for $env (a provider change needs a new terraform/envs/$env/.terraform.lock.hcl)" >&2
+    failed+=("init $env")
+    continue
+  fi
+  log "terraform validate ($env)"
+  terraform -chdir="$dir" validate -no-color || failed+=("validate $env")
+  log "terraform test ($env: plan and apply against mock_provider \"aws\")"
+  terraform -chdir="$dir" test -no-color || failed+=("test $env")
+done
+unset TF_DATA_DIR
 
 if ((${#failed[@]})); then
   log "FAILED: ${failed[*]}"

@@ -75,6 +75,7 @@ TAGGABLE_TYPES = {
     "aws_kms_key",
     "aws_lb",
     "aws_lb_listener",
+    "aws_lb_listener_rule",
     "aws_lb_target_group",
     "aws_mwaa_environment",
     "aws_nat_gateway",
@@ -414,12 +415,25 @@ def test_every_module_declares_a_tags_input_of_type_map_of_string(module_dir):
 
 
 @pytest.mark.parametrize("module_dir", MODULE_DIRS, ids=_ids(MODULE_DIRS))
-def test_every_module_requires_terraform_1_6_and_aws_provider_5_or_newer(module_dir):
+def test_every_module_requires_terraform_1_6_and_aws_provider_major_5_only(module_dir):
     terraform_block = _clean(parse_file(module_dir / "versions.tf")["terraform"][0])
     assert terraform_block["required_version"] == ">= 1.6"
     aws = terraform_block["required_providers"][0]["aws"]
     assert aws["source"] == "hashicorp/aws"
-    assert re.fullmatch(r">= 5(\.\d+)*", aws["version"]), aws["version"]
+    # "~> 5.N": any 5.x from 5.N on, never 6.x (a fresh init must not pick a new major).
+    assert re.fullmatch(r"~> 5\.\d+", aws["version"]), aws["version"]
+
+
+@pytest.mark.parametrize("env_dir", ENV_DIRS, ids=_ids(ENV_DIRS))
+def test_every_environment_pins_aws_provider_major_5_and_commits_a_lock_file_for_it(env_dir):
+    terraform_block = _clean(parse_file(env_dir / "versions.tf")["terraform"][0])
+    aws = terraform_block["required_providers"][0]["aws"]
+    assert re.fullmatch(r"~> 5\.\d+", aws["version"]), aws["version"]
+    lock = env_dir / ".terraform.lock.hcl"
+    assert lock.is_file(), f"{lock.relative_to(ROOT)} must be committed (terraform init writes it)"
+    provider = _clean(parse_file(lock)["provider"][0]["registry.terraform.io/hashicorp/aws"])
+    assert provider["version"].startswith("5."), provider["version"]
+    assert provider["hashes"], "the lock file records the provider's hashes"
 
 
 @pytest.mark.parametrize("env_dir", ENV_DIRS, ids=_ids(ENV_DIRS))

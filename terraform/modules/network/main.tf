@@ -7,7 +7,7 @@ data "aws_partition" "current" {}
 locals {
   az_count      = length(var.availability_zones)
   nat_count     = var.single_nat_gateway ? 1 : local.az_count
-  region        = data.aws_region.current.name
+  region        = data.aws_region.current.id
   account_id    = data.aws_caller_identity.current.account_id
   partition     = data.aws_partition.current.partition
   flow_log_name = "/aws/vpc/${var.name}/flow-logs"
