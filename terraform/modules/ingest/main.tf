@@ -5,13 +5,63 @@ data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
 
 locals {
-  region         = data.aws_region.current.name
+  region         = data.aws_region.current.id
   account_id     = data.aws_caller_identity.current.account_id
   partition      = data.aws_partition.current.partition
   container_name = "ingest-api"
   container_port = 8080
   log_group_name = "/ecs/${var.name}/${local.container_name}"
   waf_log_group  = "aws-waf-logs-${var.name}-ingest"
+
+  # EMF log group of the metrics collector sidecar: CloudWatch extracts the
+  # metrics (namespace var.metrics_namespace) from the events written here.
+  metrics_log_group = "/ecs/${var.name}/${local.container_name}-metrics"
+  collector_name    = "metrics-collector"
+
+  # ADOT collector: scrape the service's Prometheus endpoint inside the task
+  # (localhost: /metrics is not reachable through the load balancer) and send
+  # the samples to CloudWatch as embedded metric format (EMF) log events.
+  collector_config = yamlencode({
+    receivers = {
+      prometheus = {
+        config = {
+          global = { scrape_interval = "${var.metrics_scrape_interval_seconds}s", scrape_timeout = "5s" }
+          scrape_configs = [{
+            job_name       = local.container_name
+            metrics_path   = "/metrics"
+            static_configs = [{ targets = ["localhost:${local.container_port}"], labels = { ServiceName = local.container_name } }]
+            metric_relabel_configs = [{
+              source_labels = ["__name__"]
+              regex         = "ingest_.*"
+              action        = "keep"
+            }]
+          }]
+        }
+      }
+    }
+    processors = { batch = { timeout = "60s" } }
+    exporters = {
+      awsemf = {
+        namespace               = var.metrics_namespace
+        log_group_name          = local.metrics_log_group
+        log_stream_name         = "{TaskId}"
+        region                  = local.region
+        dimension_rollup_option = "NoDimensionRollup"
+        # Per service, not per task: the alarms and the dashboard aggregate
+        # over the tasks.
+        metric_declarations = [{
+          dimensions            = [["ServiceName"], ["ServiceName", "route", "status"], ["ServiceName", "reason"], ["ServiceName", "result"]]
+          metric_name_selectors = ["^ingest_.*"]
+        }]
+        resource_to_telemetry_conversion = { enabled = false }
+      }
+    }
+    service = {
+      pipelines = {
+        metrics = { receivers = ["prometheus"], processors = ["batch"], exporters = ["awsemf"] }
+      }
+    }
+  })
 
   # Set last so that extra_environment cannot override them.
   environment = merge(var.extra_environment, {
@@ -20,6 +70,10 @@ locals {
     INGEST_LISTEN      = "0.0.0.0:${local.container_port}"
     INGEST_LOG_FORMAT  = "json"
     AWS_REGION         = local.region
+    # Longer than the load balancer's idle timeout: the ALB, not the
+    # service, closes idle connections, so it never reuses one the service
+    # has just closed (which it would answer with a 502).
+    INGEST_KEEP_ALIVE_SECS = tostring(var.keep_alive_seconds)
   })
 }
 
@@ -64,6 +118,7 @@ data "aws_iam_policy_document" "key" {
       values = [
         "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:${local.log_group_name}",
         "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:${local.waf_log_group}",
+        "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:${local.metrics_log_group}",
       ]
     }
   }
@@ -104,6 +159,15 @@ resource "aws_secretsmanager_secret" "api_keys" {
 resource "aws_cloudwatch_log_group" "ingest" {
   #checkov:skip=CKV_AWS_338:Retention is a per-environment input (log_retention_days, default 365); dev keeps less on purpose.
   name              = local.log_group_name
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.ingest.arn
+
+  tags = var.tags
+}
+
+resource "aws_cloudwatch_log_group" "metrics" {
+  #checkov:skip=CKV_AWS_338:Retention is a per-environment input (log_retention_days, default 365); dev keeps less on purpose.
+  name              = local.metrics_log_group
   retention_in_days = var.log_retention_days
   kms_key_id        = aws_kms_key.ingest.arn
 
@@ -161,6 +225,13 @@ data "aws_iam_policy_document" "task" {
     sid       = "EncryptStreamRecords"
     actions   = ["kms:GenerateDataKey"]
     resources = [var.stream_kms_key_arn]
+  }
+
+  # The metrics collector sidecar runs with the task role.
+  statement {
+    sid       = "WriteMetricsAsEmf"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    resources = [aws_cloudwatch_log_group.metrics.arn, "${aws_cloudwatch_log_group.metrics.arn}:*"]
   }
 }
 
@@ -330,7 +401,7 @@ resource "aws_lb" "this" {
   drop_invalid_header_fields = true
   desync_mitigation_mode     = "strictest"
   enable_deletion_protection = var.deletion_protection
-  idle_timeout               = 60
+  idle_timeout               = var.idle_timeout_seconds
 
   access_logs {
     bucket  = var.access_logs_bucket_name
@@ -339,6 +410,13 @@ resource "aws_lb" "this" {
   }
 
   tags = merge(var.tags, { Name = "${var.name}-ingest" })
+
+  lifecycle {
+    precondition {
+      condition     = var.keep_alive_seconds > var.idle_timeout_seconds
+      error_message = "keep_alive_seconds (the service's) must be longer than idle_timeout_seconds (the load balancer's), or the ALB reuses connections the service has closed and answers 502."
+    }
+  }
 }
 
 resource "aws_lb_target_group" "this" {
@@ -350,10 +428,15 @@ resource "aws_lb_target_group" "this" {
   port                 = local.container_port
   deregistration_delay = 30
 
+  # Liveness (/healthz), not readiness: /readyz answers 503 while Kinesis is
+  # slow or the in-flight budget is 90 % full; checking it here would take
+  # every task out of service (and ECS would replace them) in exactly such a
+  # spike. Overload is answered by the service itself (503 + Retry-After on
+  # POST), and draining is ECS deregistering the target before SIGTERM.
   health_check {
     enabled             = true
     protocol            = "HTTP"
-    path                = "/readyz"
+    path                = "/healthz"
     port                = "traffic-port"
     matcher             = "200"
     interval            = 15
@@ -372,12 +455,41 @@ resource "aws_lb_listener" "https" {
   ssl_policy        = var.ssl_policy
   certificate_arn   = var.certificate_arn
 
+  # Anything not matched by a rule below (/metrics, /readyz, /openapi.json,
+  # scanners' guesses) never reaches the service.
   default_action {
+    type = "fixed-response"
+
+    fixed_response {
+      content_type = "application/json"
+      message_body = "{\"error\":\"not_found\"}"
+      status_code  = "404"
+    }
+  }
+
+  tags = merge(var.tags, { Name = "${var.name}-ingest-https" })
+}
+
+# The paths the internet may reach (public_paths: the /v1 API and the live
+# map page, see the variable), one rule each, forwarded to the service.
+resource "aws_lb_listener_rule" "public" {
+  for_each = { for i, p in var.public_paths : p => i }
+
+  listener_arn = aws_lb_listener.https.arn
+  priority     = 100 + each.value
+
+  action {
     type             = "forward"
     target_group_arn = aws_lb_target_group.this.arn
   }
 
-  tags = merge(var.tags, { Name = "${var.name}-ingest-https" })
+  condition {
+    path_pattern {
+      values = [each.key]
+    }
+  }
+
+  tags = merge(var.tags, { Name = "${var.name}-ingest-${replace(trim(each.key, "/*"), "/", "-")}" })
 }
 
 resource "aws_lb_listener" "http_redirect" {
@@ -655,6 +767,36 @@ resource "aws_ecs_task_definition" "this" {
         }
       }
     },
+    {
+      # Not essential: losing metrics must not take ingestion down.
+      name                   = local.collector_name
+      image                  = var.metrics_collector_image
+      essential              = false
+      user                   = var.container_user
+      readonlyRootFilesystem = true
+      cpu                    = 0
+      memoryReservation      = 64
+
+      environment = [{ name = "AOT_CONFIG_CONTENT", value = local.collector_config }]
+
+      linuxParameters = {
+        initProcessEnabled = true
+        capabilities = {
+          drop = ["ALL"]
+        }
+      }
+
+      logConfiguration = {
+        logDriver = "awslogs"
+        options = {
+          awslogs-group         = aws_cloudwatch_log_group.ingest.name
+          awslogs-region        = local.region
+          awslogs-stream-prefix = local.collector_name
+          mode                  = "non-blocking"
+          max-buffer-size       = "4m"
+        }
+      }
+    },
   ])
 
   tags = merge(var.tags, { Name = "${var.name}-${local.container_name}" })
@@ -702,7 +844,7 @@ resource "aws_ecs_service" "this" {
     }
   }
 
-  depends_on = [aws_lb_listener.https, aws_iam_role_policy.execution]
+  depends_on = [aws_lb_listener_rule.public, aws_iam_role_policy.execution]
 }
 
 ################################################################################

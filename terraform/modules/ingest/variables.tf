@@ -214,13 +214,64 @@ variable "cpu_target_percent" {
 }
 
 variable "requests_per_target" {
-  description = "ALB requests per target per minute (ALBRequestCountPerTarget) the autoscaling keeps."
+  description = "ALB requests per target per minute (ALBRequestCountPerTarget) the autoscaling keeps: a share of one task's measured capacity (scripts/capacity.py prints it per environment)."
   type        = number
   default     = 3000
 
   validation {
     condition     = var.requests_per_target > 0
     error_message = "requests_per_target must be positive."
+  }
+}
+
+variable "idle_timeout_seconds" {
+  description = "Idle timeout of the load balancer's connections, in seconds; must be shorter than keep_alive_seconds."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.idle_timeout_seconds >= 1 && var.idle_timeout_seconds <= 4000
+    error_message = "idle_timeout_seconds must be between 1 and 4000."
+  }
+}
+
+variable "keep_alive_seconds" {
+  description = "HTTP keep-alive of the service (INGEST_KEEP_ALIVE_SECS), in seconds; must be longer than idle_timeout_seconds so the load balancer closes idle connections first."
+  type        = number
+  default     = 75
+}
+
+variable "public_paths" {
+  description = "ALB path patterns forwarded to the service; everything else gets a 404 from the load balancer. /map is public by default: a static page with no data that asks for an API key before it reads anything."
+  type        = list(string)
+  default     = ["/v1/*", "/map"]
+
+  validation {
+    condition     = length(var.public_paths) >= 1 && length(var.public_paths) <= 50 && alltrue([for p in var.public_paths : startswith(p, "/") && !contains(["/metrics", "/readyz", "/openapi.json", "/*"], p)])
+    error_message = "public_paths must be 1-50 absolute path patterns, and never /metrics, /readyz, /openapi.json or /*."
+  }
+}
+
+variable "metrics_collector_image" {
+  description = "Image of the metrics collector sidecar (AWS Distro for OpenTelemetry collector) that scrapes /metrics and writes CloudWatch EMF."
+  type        = string
+  default     = "public.ecr.aws/aws-observability/aws-otel-collector:v0.43.3"
+}
+
+variable "metrics_namespace" {
+  description = "CloudWatch namespace of the service's Prometheus metrics (dimension ServiceName)."
+  type        = string
+  default     = "Courier/IngestApi"
+}
+
+variable "metrics_scrape_interval_seconds" {
+  description = "How often the sidecar scrapes /metrics, in seconds."
+  type        = number
+  default     = 60
+
+  validation {
+    condition     = var.metrics_scrape_interval_seconds >= 10
+    error_message = "metrics_scrape_interval_seconds must be at least 10."
   }
 }
 

@@ -1,0 +1,88 @@
+# The ingest module on its own (mocked apply): what the
+# load balancer checks, keeps open and lets through, and how the service
+# scales. Runs from each environment directory; the values are the module's.
+
+mock_provider "aws" {
+  source = "./tests/mocks"
+}
+
+variables {
+  name                    = "courier-test"
+  vpc_id                  = "vpc-0123456789abcdef0"
+  vpc_cidr_block          = "10.40.0.0/16"
+  public_subnet_ids       = ["subnet-0000000000000000a", "subnet-0000000000000000b"]
+  private_subnet_ids      = ["subnet-0000000000000000c", "subnet-0000000000000000d"]
+  s3_prefix_list_id       = "pl-6da54004"
+  certificate_arn         = "arn:aws:acm:eu-west-1:123456789012:certificate/00000000-0000-0000-0000-000000000000"
+  access_logs_bucket_name = "test-courier-access-logs"
+  container_image         = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/ingest-api:0123456789ab"
+  ecr_repository_arn      = "arn:aws:ecr:eu-west-1:123456789012:repository/ingest-api"
+  stream_name             = "courier-test-positions"
+  stream_arn              = "arn:aws:kinesis:eu-west-1:123456789012:stream/courier-test-positions"
+  stream_kms_key_arn      = "arn:aws:kms:eu-west-1:123456789012:key/00000000-0000-0000-0000-000000000000"
+}
+
+run "ingest" {
+  command = apply
+
+  module {
+    source = "../../modules/ingest"
+  }
+
+  # Liveness, not readiness: /readyz answers 503 while Kinesis is slow or the
+  # in-flight budget is 90 % full, and a target group that checks it would
+  # take every task out (and ECS would replace them) in exactly that spike.
+  assert {
+    condition     = aws_lb_target_group.this.health_check[0].path == "/healthz"
+    error_message = "the target group must check liveness (/healthz), not readiness"
+  }
+
+  # The service's keep-alive must outlast the ALB's idle timeout, or the ALB
+  # reuses a connection the service has just closed and answers 502.
+  assert {
+    condition     = aws_lb.this.idle_timeout == 60
+    error_message = "ALB idle timeout is 60 s"
+  }
+
+  assert {
+    condition = tonumber(one([
+      for e in jsondecode(aws_ecs_task_definition.this.container_definitions)[0].environment : e.value
+      if e.name == "INGEST_KEEP_ALIVE_SECS"
+    ])) > aws_lb.this.idle_timeout
+    error_message = "INGEST_KEEP_ALIVE_SECS in the task definition must be longer than the ALB idle timeout"
+  }
+
+  # Only the public API reaches the service; everything else is a 404 from the ALB.
+  assert {
+    condition     = aws_lb_listener.https.default_action[0].type == "fixed-response" && aws_lb_listener.https.default_action[0].fixed_response[0].status_code == "404"
+    error_message = "the HTTPS listener's default action must be a fixed 404"
+  }
+
+  assert {
+    condition = sort(flatten([
+      for r in aws_lb_listener_rule.public : [for c in r.condition : c.path_pattern[0].values]
+    ])) == sort(["/v1/*", "/map"])
+    error_message = "exactly /v1/* and /map are forwarded to the service"
+  }
+
+  assert {
+    condition     = alltrue([for r in aws_lb_listener_rule.public : r.action[0].type == "forward"])
+    error_message = "the public rules forward to the target group"
+  }
+
+  # Metrics: an ADOT collector sidecar scrapes /metrics inside the task and
+  # sends them to CloudWatch as EMF.
+  assert {
+    condition = contains(
+      [for c in jsondecode(aws_ecs_task_definition.this.container_definitions) : c.name],
+      "metrics-collector"
+    )
+    error_message = "the task runs the metrics collector sidecar"
+  }
+
+  # Autoscaling on requests per target, sized from measured capacity.
+  assert {
+    condition     = aws_appautoscaling_policy.requests.target_tracking_scaling_policy_configuration[0].predefined_metric_specification[0].predefined_metric_type == "ALBRequestCountPerTarget"
+    error_message = "the service scales on ALBRequestCountPerTarget"
+  }
+}
