@@ -101,6 +101,7 @@ UNTAGGABLE_TYPES = {
     "aws_appautoscaling_policy",
     "aws_cloudwatch_dashboard",
     "aws_cloudwatch_event_target",
+    "aws_cloudwatch_log_metric_filter",
     "aws_ecr_lifecycle_policy",
     "aws_iam_role_policy",
     "aws_kms_alias",
@@ -757,3 +758,51 @@ def test_readme_checker_reports_undocumented_inputs_and_outputs():
         "README has no table row for variable `forgotten`",
         "README has no table row for output `thing_id`",
     ]
+
+
+# ---------------------------------------------------------------------------
+# Log retention: every log group, including those AWS services would create
+# themselves with "never expire" (MWAA, Redshift Serverless)
+# ---------------------------------------------------------------------------
+
+MWAA_LOG_TYPES = {"DAGProcessing", "Scheduler", "Task", "WebServer", "Worker"}
+
+
+@pytest.mark.parametrize("module_dir", MODULE_DIRS, ids=_ids(MODULE_DIRS))
+def test_every_log_group_has_a_retention_from_an_input(module_dir):
+    problems = []
+    for rtype, rname, body in resources(parse_dir(module_dir)):
+        if rtype == "aws_cloudwatch_log_group":
+            retention = body.get("retention_in_days")
+            if not (isinstance(retention, str) and retention.startswith("${var.")):
+                problems.append(f"{rtype}.{rname}: retention_in_days must come from an input, got {retention!r}")
+    assert problems == []
+
+
+def _log_groups(module: str) -> dict[str, dict]:
+    return {n: b for t, n, b in resources(parse_dir(MODULES_DIR / module)) if t == "aws_cloudwatch_log_group"}
+
+
+def test_mwaa_log_groups_are_created_by_terraform_with_retention_before_the_environment():
+    """MWAA creates airflow-<env>-<Type> groups that never expire unless they exist already."""
+    groups = _log_groups("orchestration")
+    airflow = groups.get("airflow")
+    assert airflow is not None, "orchestration must create the MWAA log groups itself"
+    assert airflow["name"] == "airflow-${var.name}-${each.key}"
+    keys = set(re.findall(r'"(\w+)"', " ".join(strings_in(airflow["for_each"]))))
+    assert keys == MWAA_LOG_TYPES
+    env = next(b for t, n, b in resources(parse_dir(MODULES_DIR / "orchestration")) if t == "aws_mwaa_environment")
+    assert "${aws_cloudwatch_log_group.airflow}" in env["depends_on"]
+
+
+def test_redshift_serverless_log_groups_are_created_by_terraform_with_retention_before_the_namespace():
+    """Redshift Serverless exports to /aws/redshift/serverless/<log type>, never expiring unless it exists."""
+    groups = _log_groups("warehouse")
+    redshift = groups.get("redshift")
+    assert redshift is not None, "warehouse must create the Redshift Serverless log groups itself"
+    assert redshift["name"] == "/aws/redshift/serverless/${each.value}"
+    assert "var.log_exports" in " ".join(strings_in(redshift["for_each"]))
+    namespace = next(
+        b for t, n, b in resources(parse_dir(MODULES_DIR / "warehouse")) if t == "aws_redshiftserverless_namespace"
+    )
+    assert "${aws_cloudwatch_log_group.redshift}" in namespace["depends_on"]

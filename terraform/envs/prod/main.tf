@@ -115,6 +115,7 @@ module "warehouse" {
   lake_bucket_arn    = module.lake.lake_bucket_arn
   lake_kms_key_arn   = module.lake.kms_key_arn
   copy_read_prefixes = [module.lake.table_prefix, module.lake.manifest_prefix]
+  log_retention_days = var.log_retention_days
   tags               = local.tags
 
   allowed_security_group_ids = {
@@ -134,6 +135,8 @@ module "monitoring" {
   ecs_cluster_arn                  = module.ingest.cluster_arn
   ingest_service_name              = module.ingest.service_name
   compactor_task_definition_family = module.compactor.task_definition_family
+  compactor_log_group_name         = module.compactor.log_group_name
+  mwaa_environment_name            = local.name # the orchestration module's name (it needs the alerts topic first)
   iterator_age_threshold_ms        = var.iterator_age_threshold_ms
   tags                             = local.tags
 }
@@ -165,6 +168,7 @@ module "orchestration" {
   manifest_prefix                  = module.lake.manifest_prefix
   lake_kms_key_arn                 = module.lake.kms_key_arn
   log_level                        = "INFO"
+  log_retention_days               = var.log_retention_days
   tags                             = local.tags
 
   # Everything the DAGs need to know about this environment, readable in a

@@ -77,7 +77,7 @@ variable "single_nat_gateway" {
 }
 
 variable "log_retention_days" {
-  description = "Retention in days of the CloudWatch log groups (flow logs, containers, WAF)."
+  description = "Retention in days of every CloudWatch log group (flow logs, containers, metrics, WAF, MWAA, Redshift)."
   type        = number
 }
 

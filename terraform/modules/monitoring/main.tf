@@ -146,7 +146,7 @@ resource "aws_sns_topic_subscription" "email" {
 
 resource "aws_cloudwatch_event_rule" "compactor_failed" {
   name        = "${var.name}-compactor-failed"
-  description = "A compactor task stopped with a non-zero exit code or failed to start"
+  description = "A compactor task stopped with an exit code the DAG does not retry (not 0, 3 or 4) or failed to start"
 
   event_pattern = jsonencode({
     source        = ["aws.ecs"]
@@ -155,8 +155,11 @@ resource "aws_cloudwatch_event_rule" "compactor_failed" {
       clusterArn        = [var.ecs_cluster_arn]
       lastStatus        = ["STOPPED"]
       taskDefinitionArn = [{ prefix = local.compactor_task_definition_prefix }]
+      # Exit 3 (another run committed this run number first) and 4
+      # (SIGTERM before the commit, nothing committed) are retried by the
+      # DAG; if retries run out, the DAG alerts, and lake_freshness fires.
       "$or" = [
-        { containers = { exitCode = [{ "anything-but" = 0 }] } },
+        { containers = { exitCode = [{ "anything-but" = [0, 3, 4] }] } },
         { stopCode = ["TaskFailedToStart"] },
       ]
     }
@@ -180,8 +183,87 @@ resource "aws_cloudwatch_event_target" "compactor_failed" {
 }
 
 ################################################################################
+# Lake freshness: the compactor's run reports become a metric
+################################################################################
+
+# `compactor run` prints one JSON report line on stdout when it finishes
+# without error (exit 0), e.g. {"stream":"...","run":42,"committed":true,
+# "rows_written":1200,"table_version":43,...}; its JSON logs on stderr nest
+# their fields under "fields", so only the report has a top-level
+# table_version. Both streams land in the compactor's log group.
+resource "aws_cloudwatch_log_metric_filter" "compactor_runs" {
+  name           = "${var.name}-compactor-successful-runs"
+  log_group_name = var.compactor_log_group_name
+  pattern        = "{ ($.run >= 0) && ($.table_version >= 0) }"
+
+  metric_transformation {
+    namespace = var.lake_metrics_namespace
+    name      = "CompactorSuccessfulRuns"
+    value     = "1"
+    unit      = "Count"
+  }
+}
+
+resource "aws_cloudwatch_log_metric_filter" "compactor_rows" {
+  name           = "${var.name}-compactor-rows-written"
+  log_group_name = var.compactor_log_group_name
+  pattern        = "{ ($.run >= 0) && ($.table_version >= 0) }"
+
+  metric_transformation {
+    namespace = var.lake_metrics_namespace
+    name      = "CompactorRowsWritten"
+    value     = "$.rows_written"
+    unit      = "Count"
+  }
+}
+
+################################################################################
 # Alarms
 ################################################################################
+
+# Missing data is breaching: the metric exists only when a run reports, so
+# a stopped DAG, a scheduler that is down or runs that all fail look alike:
+# no data, and the alarm fires after lake_freshness_periods periods.
+resource "aws_cloudwatch_metric_alarm" "lake_freshness" {
+  alarm_name          = "${var.name}-lake-freshness"
+  alarm_description   = "No successful compactor run reported in the last ${var.lake_freshness_periods} x ${var.lake_freshness_period_seconds} s: the Delta table is going stale and Kinesis records will expire after the stream retention. See docs/operations.md."
+  namespace           = var.lake_metrics_namespace
+  metric_name         = aws_cloudwatch_log_metric_filter.compactor_runs.metric_transformation[0].name
+  statistic           = "Sum"
+  period              = var.lake_freshness_period_seconds
+  evaluation_periods  = var.lake_freshness_periods
+  comparison_operator = "LessThanThreshold"
+  threshold           = 1
+  treat_missing_data  = "breaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+
+  tags = var.tags
+}
+
+# MWAA publishes SchedulerHeartbeat every few seconds while the scheduler
+# runs; nothing at all means it is down (and no DAG runs).
+resource "aws_cloudwatch_metric_alarm" "scheduler_heartbeat" {
+  alarm_name          = "${var.name}-mwaa-scheduler-heartbeat"
+  alarm_description   = "The MWAA scheduler of ${var.mwaa_environment_name} sent no heartbeat: no DAG is scheduled."
+  namespace           = "AmazonMWAA"
+  metric_name         = "SchedulerHeartbeat"
+  dimensions          = { Function = "Scheduler", Environment = var.mwaa_environment_name }
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 3
+  comparison_operator = "LessThanThreshold"
+  threshold           = 1
+  treat_missing_data  = "breaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+
+  tags = var.tags
+}
+
+# The iterator age exists only while a compactor run reads the stream, so
+# missing data here is normal between runs (notBreaching); lake_freshness
+# covers runs that stop.
 
 resource "aws_cloudwatch_metric_alarm" "iterator_age" {
   alarm_name          = "${var.name}-kinesis-iterator-age"
@@ -405,6 +487,8 @@ resource "aws_cloudwatch_dashboard" "this" {
         properties = {
           title = "Alarms"
           alarms = [
+            aws_cloudwatch_metric_alarm.lake_freshness.arn,
+            aws_cloudwatch_metric_alarm.scheduler_heartbeat.arn,
             aws_cloudwatch_metric_alarm.iterator_age.arn,
             aws_cloudwatch_metric_alarm.write_throttled.arn,
             aws_cloudwatch_metric_alarm.elb_5xx.arn,

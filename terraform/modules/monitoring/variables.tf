@@ -50,8 +50,46 @@ variable "ingest_service_name" {
 }
 
 variable "compactor_task_definition_family" {
-  description = "Task definition family of the compactor; stopped tasks of this family with a non-zero exit code raise an alert."
+  description = "Task definition family of the compactor; stopped tasks of this family with an exit code other than 0, 3 or 4 (retried by the DAG) raise an alert."
   type        = string
+}
+
+variable "compactor_log_group_name" {
+  description = "Log group of the compactor tasks; its run reports (stdout JSON) feed the lake-freshness metric."
+  type        = string
+}
+
+variable "mwaa_environment_name" {
+  description = "Name of the MWAA environment whose scheduler heartbeat is watched."
+  type        = string
+}
+
+variable "lake_metrics_namespace" {
+  description = "CloudWatch namespace of the metrics taken from the compactor's run reports."
+  type        = string
+  default     = "Courier/Lake"
+}
+
+variable "lake_freshness_period_seconds" {
+  description = "Period of the lake-freshness alarm; at least the compactor schedule interval."
+  type        = number
+  default     = 3600
+
+  validation {
+    condition     = contains([300, 900, 3600, 7200, 21600], var.lake_freshness_period_seconds)
+    error_message = "lake_freshness_period_seconds must be 300, 900, 3600, 7200 or 21600."
+  }
+}
+
+variable "lake_freshness_periods" {
+  description = "Consecutive periods without a successful compactor run before the lake-freshness alarm fires."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.lake_freshness_periods >= 1
+    error_message = "lake_freshness_periods must be at least 1."
+  }
 }
 
 variable "alarm_period_seconds" {

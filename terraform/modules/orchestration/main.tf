@@ -75,6 +75,22 @@ resource "aws_kms_alias" "mwaa" {
 }
 
 ################################################################################
+# Log groups: created here with a retention, before MWAA would create them
+# itself with "never expire" (it uses existing groups of the same name)
+################################################################################
+
+resource "aws_cloudwatch_log_group" "airflow" {
+  #checkov:skip=CKV_AWS_338:Retention is a per-environment input (log_retention_days, default 365); dev keeps less on purpose.
+  for_each = toset(["DAGProcessing", "Scheduler", "Task", "WebServer", "Worker"])
+
+  name              = "airflow-${var.name}-${each.key}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.mwaa.arn
+
+  tags = var.tags
+}
+
+################################################################################
 # DAG bucket
 ################################################################################
 
@@ -539,6 +555,7 @@ resource "aws_mwaa_environment" "this" {
   }
 
   depends_on = [
+    aws_cloudwatch_log_group.airflow,
     aws_iam_role_policy.execution,
     aws_s3_bucket_policy.dags,
     aws_s3_bucket_public_access_block.dags,

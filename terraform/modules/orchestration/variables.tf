@@ -228,6 +228,17 @@ variable "kms_deletion_window_days" {
   }
 }
 
+variable "log_retention_days" {
+  description = "Retention in days of the MWAA log groups (airflow-<name>-<DAGProcessing|Scheduler|Task|WebServer|Worker>)."
+  type        = number
+  default     = 365
+
+  validation {
+    condition     = contains([1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653], var.log_retention_days)
+    error_message = "log_retention_days must be a retention period CloudWatch Logs accepts (1, 3, 5, 7, 14, 30, 60, 90, ... 3653)."
+  }
+}
+
 variable "tags" {
   description = "Tags added to every taggable resource of this module."
   type        = map(string)

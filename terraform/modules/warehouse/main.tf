@@ -1,8 +1,11 @@
+data "aws_region" "current" {}
+
 data "aws_caller_identity" "current" {}
 
 data "aws_partition" "current" {}
 
 locals {
+  region     = data.aws_region.current.id
   account_id = data.aws_caller_identity.current.account_id
   partition  = data.aws_partition.current.partition
 }
@@ -23,6 +26,29 @@ data "aws_iam_policy_document" "key" {
     principals {
       type        = "AWS"
       identifiers = ["arn:${local.partition}:iam::${local.account_id}:root"]
+    }
+  }
+
+  statement {
+    sid = "CloudWatchLogsUseForRedshiftLogs"
+    actions = [
+      "kms:Encrypt*",
+      "kms:Decrypt*",
+      "kms:ReEncrypt*",
+      "kms:GenerateDataKey*",
+      "kms:Describe*",
+    ]
+    resources = ["*"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["logs.${local.region}.amazonaws.com"]
+    }
+
+    condition {
+      test     = "ArnLike"
+      variable = "kms:EncryptionContext:aws:logs:arn"
+      values   = ["arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:/aws/redshift/serverless/*"]
     }
   }
 }
@@ -138,6 +164,23 @@ resource "aws_vpc_security_group_egress_rule" "s3" {
 }
 
 ################################################################################
+# Log groups of the exported logs: Redshift Serverless writes to
+# /aws/redshift/serverless/<log type> (one per account and type) and creates
+# them with "never expire" unless they exist
+################################################################################
+
+resource "aws_cloudwatch_log_group" "redshift" {
+  #checkov:skip=CKV_AWS_338:Retention is a per-environment input (log_retention_days, default 365); dev keeps less on purpose.
+  for_each = toset(var.log_exports)
+
+  name              = "/aws/redshift/serverless/${each.value}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.warehouse.arn
+
+  tags = var.tags
+}
+
+################################################################################
 # Namespace and workgroup
 ################################################################################
 
@@ -153,6 +196,8 @@ resource "aws_redshiftserverless_namespace" "this" {
   log_exports                      = var.log_exports
 
   tags = merge(var.tags, { Name = var.name })
+
+  depends_on = [aws_cloudwatch_log_group.redshift]
 
   lifecycle {
     # Changing the admin user of a namespace with an AWS-managed password
