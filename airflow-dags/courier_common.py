@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,21 @@ SETTINGS: dict[str, str | None] = {
     "compactor_bin": None,  # default <repo>/target/debug/compactor
     "data_dir": None,  # default <repo>/data
     "stream_name": "courier-positions",
+    "compactor_max_positions": None,  # local mode: --max-positions of each `compactor run` (default: the compactor's)
+    # compactor reports: every subcommand writes its JSON report to a URI unique per DAG run,
+    # task, try (and backlog round); the DAG reads the report there, never from logs.
+    # Default <table_uri>/_reports (AWS: S3, the compactor task can write there; local: a directory).
+    "reports_uri": None,
+    # bounds, alerts and freshness
+    "backlog_max_rounds": "6",  # local mode: `compactor run` rounds per DAG run while it reports a backlog
+    "late_after_minutes": "90",  # a scheduled run starting this long after its interval end alerts "late"
+    "freshness_max_lag_minutes": "180",  # newest loaded position vs the stream when a backlog remains
+    "compactor_timeout_seconds": "2400",  # local mode: a compactor process running longer is killed
+    # gold tables (refresh_gold.sql)
+    "gold_max_speed_mps": "50",  # a step implying a higher speed is a bad fix: not counted in distance_km
+    "gold_max_gap_minutes": "15",  # a step across a longer gap is not counted (the device was off)
+    "gold_final_after_hours": "6",  # a day is final this long after its end (UTC)
+    "gold_timezone": "America/Sao_Paulo",  # local_hour / local_date of positions_hourly
     # maintenance
     "optimize_target_file_mib": "128",
     "optimize_min_files": "2",
@@ -98,25 +115,97 @@ def local_paths() -> dict[str, str]:
     }
 
 
-def run_compactor(*args: str) -> dict | list:
-    """Local mode: run `compactor <args>` and return its one-line JSON (stdout). Exit 3
-    (another run committed this run number first) and 4 (SIGTERM before the commit,
-    nothing committed) fail the try so that Airflow retries it."""
-    cmd = [local_paths()["compactor_bin"], *args]
+def reports_base() -> str:
+    """Where the compactor writes its reports: `reports_uri`, else `<table_uri>/_reports`
+    (a leading underscore: Delta vacuum leaves it alone)."""
+    table_uri = local_paths()["table_uri"] if local_mode() else setting("table_uri")
+    base = setting("reports_uri", f"{table_uri.rstrip('/')}/_reports" if table_uri else None)
+    if not base:
+        raise ValueError("no reports location: set reports_uri or table_uri")
+    return base.rstrip("/")
+
+
+def _safe(part: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]", "_", str(part))
+
+
+def report_prefix(dag_id: str, run_id: str, task_id: str) -> str:
+    """`<reports>/<dag>/<run>/<task>`: every try of a task writes under it."""
+    return f"{reports_base()}/{_safe(dag_id)}/{_safe(run_id)}/{_safe(task_id)}"
+
+
+def report_uri(dag_id: str, run_id: str, task_id: str, try_number: int, round_no: int = 0) -> str:
+    """The report URI of one try (and backlog round) of a task: unique, so a retry never
+    reads an earlier try's report."""
+    return f"{report_prefix(dag_id, run_id, task_id)}/try-{int(try_number):03d}-round-{int(round_no):03d}.json"
+
+
+def _split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def read_report(uri: str):
+    """The JSON a compactor subcommand wrote at `uri` (`--output-uri`): a local file, or an
+    S3 object read with the aws_default connection."""
+    if uri.startswith("s3://"):
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        bucket, key = _split_s3(uri)
+        return json.loads(S3Hook(aws_conn_id=AWS_CONN_ID).read_key(key, bucket_name=bucket))
+    path = Path(uri.removeprefix("file://"))
+    if not path.exists():
+        raise FileNotFoundError(f"the compactor wrote no report at {uri}")
+    return json.loads(path.read_text())
+
+
+def latest_report(dag_id: str, run_id: str, task_id: str):
+    """The report of the last try (last round) of `task_id` in this DAG run, or None."""
+    prefix = report_prefix(dag_id, run_id, task_id)
+    if prefix.startswith("s3://"):
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        bucket, key = _split_s3(prefix)
+        names = S3Hook(aws_conn_id=AWS_CONN_ID).list_keys(bucket_name=bucket, prefix=key + "/") or []
+        names = [f"s3://{bucket}/{n}" for n in names if n.endswith(".json")]
+    else:
+        directory = Path(prefix)
+        names = [str(p) for p in directory.glob("try-*.json")] if directory.is_dir() else []
+    if not names:
+        return None
+    return read_report(max(names))
+
+
+def run_compactor(*args: str, output_uri: str, timeout_s: float | None = None):
+    """Local mode: run `compactor <args> --output-uri <output_uri>` and return the JSON report
+    it wrote there (stdout is only logged). Exit 3 (another run committed this run number
+    first) and 4 (SIGTERM before the commit, nothing committed) fail the try so that Airflow
+    retries it. A process running longer than `timeout_s` (setting compactor_timeout_seconds)
+    is killed; so is the process when the task itself times out."""
+    cmd = [local_paths()["compactor_bin"], "--output-uri", output_uri, *args]
+    timeout_s = float(timeout_s if timeout_s is not None else setting("compactor_timeout_seconds"))
+    Path(output_uri).parent.mkdir(parents=True, exist_ok=True)
     log.info("running %s", " ".join(cmd))
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.stderr:
-        log.info("compactor stderr:\n%s", proc.stderr)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise TimeoutError(f"compactor {args[0]} ran longer than {timeout_s:g} s and was killed") from None
+    finally:
+        if proc.poll() is None:  # the task was interrupted (execution_timeout, SIGTERM): no orphan
+            proc.kill()
+            proc.wait()
+    if stderr:
+        log.info("compactor stderr:\n%s", stderr[-20000:])
     if proc.returncode == 3:
         raise RuntimeError("another compactor run committed this run number first; retrying")
     if proc.returncode == 4:
         raise RuntimeError("compactor interrupted before its commit (nothing committed); retrying")
     if proc.returncode != 0:
-        raise RuntimeError(f"compactor exited {proc.returncode}: {proc.stderr[-2000:]}")
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    if not lines:
-        raise RuntimeError("compactor printed nothing on stdout")
-    return json.loads(lines[-1])
+        raise RuntimeError(f"compactor exited {proc.returncode}: {stderr[-2000:]}")
+    return read_report(output_uri)
 
 
 def ecs_settings() -> dict:
@@ -143,12 +232,23 @@ def ecs_settings() -> dict:
     }
 
 
-def ecs_compactor_task(task_id: str, ecs, command: list[str], **kwargs):
-    """An EcsRunTaskOperator running `compactor <command>` (container command override);
-    the task's last log line, the compactor's one-line JSON on stdout, goes to XCom.
-    `command` items are templates (rendered by Airflow)."""
+ECS_WAITER_DELAY_S = 15
+
+
+def ecs_compactor_task(task_id: str, ecs, command: list[str], execution_timeout: timedelta, **kwargs):
+    """An EcsRunTaskOperator running `compactor --output-uri <report uri> <command>`
+    (container command override). The report reaches the DAG through S3 (`--output-uri`, a
+    URI unique per DAG run, task and try), never through the task's log lines. `container_name`
+    names the compactor container, `reattach` picks up a task still running after a worker
+    restart (by its started-by tag) instead of starting a second one, the waiter gives up with
+    the task's `execution_timeout`, and the wait is deferred to the triggerer (no worker slot
+    held for the length of a compactor run). `command` items are templates."""
     from airflow.providers.amazon.aws.operators.ecs import EcsRunTaskOperator
 
+    report = (
+        "{{ courier_report_uri(dag_run.dag_id, run_id, ti.task_id, ti.try_number) }}"
+    )
+    container = "{{ ti.xcom_pull(task_ids='ecs_settings')['container'] }}"
     return EcsRunTaskOperator(
         task_id=task_id,
         aws_conn_id=AWS_CONN_ID,
@@ -156,13 +256,155 @@ def ecs_compactor_task(task_id: str, ecs, command: list[str], **kwargs):
         task_definition=ecs["task_definition"],
         launch_type="FARGATE",
         network_configuration=ecs["network_configuration"],
-        overrides={
-            "containerOverrides": [
-                {"name": "{{ ti.xcom_pull(task_ids='ecs_settings')['container'] }}", "command": command}
-            ]
-        },
+        container_name=container,
+        overrides={"containerOverrides": [{"name": container, "command": ["--output-uri", report, *command]}]},
         awslogs_group=ecs["awslogs_group"],
         awslogs_stream_prefix=ecs["awslogs_stream_prefix"],
-        do_xcom_push=True,
+        reattach=True,
+        deferrable=True,
+        waiter_delay=ECS_WAITER_DELAY_S,
+        waiter_max_attempts=max(1, int(execution_timeout.total_seconds() // ECS_WAITER_DELAY_S)),
+        execution_timeout=execution_timeout,
+        do_xcom_push=False,
         **kwargs,
     )
+
+
+# --- alerts ----------------------------------------------------------------------------------
+
+
+def log_link(dag_id: str, run_id: str, task_id: str | None, try_number: int | None) -> str:
+    """The Airflow UI page of a task try (or of the run), from [api] base_url."""
+    from urllib.parse import quote
+
+    try:
+        from airflow.configuration import conf
+
+        base = conf.get("api", "base_url", fallback=None) or "http://localhost:8080"
+    except Exception:  # no configuration: a relative link is still useful
+        base = ""
+    url = f"{base.rstrip('/')}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+    if task_id:
+        url += f"/tasks/{quote(task_id, safe='')}"
+        if try_number:
+            url += f"?try_number={int(try_number)}"
+    return url
+
+
+def alert_message(context, kind: str) -> tuple[str, str]:
+    """(subject, message) naming the DAG, the task, the run and a log link."""
+    ti = context.get("ti") or context.get("task_instance")
+    dag_run = context.get("dag_run")
+    dag_id = getattr(dag_run, "dag_id", None) or getattr(ti, "dag_id", "?")
+    run_id = getattr(dag_run, "run_id", None) or getattr(ti, "run_id", "?")
+    task_id = getattr(ti, "task_id", None)
+    try_number = getattr(ti, "try_number", None)
+    environment = setting("environment")
+    subject = f"[courier {environment}] {dag_id} {kind}"
+    parts = [f"DAG {dag_id}", f"run {run_id}"]
+    if task_id:
+        parts.append(f"task {task_id} (try {try_number})")
+    reason = context.get("exception") or context.get("reason")
+    if reason:
+        parts.append(f"error: {str(reason)[:500]}")
+    parts.append(f"log: {log_link(dag_id, run_id, task_id, try_number)}")
+    return subject[:100], f"{subject}: " + "; ".join(parts)
+
+
+def send_alert(subject: str, message: str) -> None:
+    """SNS (`alerts_topic_arn`) in AWS mode, the task log in local mode."""
+    if local_mode():
+        log.error("COURIER ALERT (local mode, not sent to SNS): %s", message)
+        return
+    from airflow.providers.amazon.aws.hooks.sns import SnsHook
+
+    SnsHook(aws_conn_id=AWS_CONN_ID).publish_to_target(
+        target_arn=setting("alerts_topic_arn"), message=message, subject=subject
+    )
+    log.error("COURIER ALERT published to SNS: %s", message)
+
+
+def _notifier_base():
+    from airflow.sdk import BaseNotifier
+
+    return BaseNotifier
+
+
+class CourierAlert(_notifier_base()):
+    """Failure notifier of both DAGs (task and DAG `on_failure_callback`): SNS in AWS mode,
+    the log in local mode."""
+
+    template_fields = ()
+
+    def __init__(self, kind: str = "failed"):
+        super().__init__()
+        self.kind = kind
+
+    def notify(self, context) -> None:
+        send_alert(*alert_message(context, self.kind))
+
+
+def warehouse_hook():
+    """The hook of the `courier_warehouse` connection (Redshift or PostgreSQL)."""
+    from airflow.sdk import Connection
+
+    return Connection.get(WAREHOUSE_CONN_ID).get_hook()
+
+
+# --- warehouse migrations --------------------------------------------------------------------
+
+MIGRATIONS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    " version VARCHAR(128) NOT NULL, applied_at TIMESTAMP NOT NULL, PRIMARY KEY (version))"
+)
+
+
+def migration_files(postgres: bool) -> list[Path]:
+    """The versioned migrations, in order: `sql/migrations/V<nnn>__<what>.sql` (Redshift) or
+    `sql/postgres/migrations/` (local mode)."""
+    directory = DAG_DIR / "sql" / ("postgres/migrations" if postgres else "migrations")
+    files = sorted(directory.glob("V*__*.sql"), key=lambda p: int(p.name[1:].split("__", 1)[0]))
+    if not files:
+        raise FileNotFoundError(f"no migrations in {directory}")
+    return files
+
+
+def sql_statements(text: str) -> list[str]:
+    """The statements of a SQL file, comments-only chunks dropped."""
+    import sqlparse
+
+    out = []
+    for statement in sqlparse.split(text):
+        code = sqlparse.format(statement, strip_comments=True).strip().rstrip(";").strip()
+        if code:
+            out.append(statement.strip().rstrip(";"))
+    return out
+
+
+def apply_migrations(conn, postgres: bool) -> list[str]:
+    """Apply the migrations not yet in `schema_migrations`, oldest first, each in its own
+    transaction with its row in `schema_migrations` (a DB-API connection, not autocommit).
+    The table is locked first: two loads migrating at once apply each migration once.
+    Returns the versions applied now."""
+    applied_now = []
+    cur = conn.cursor()  # no `with`: not every DB-API driver's cursor is a context manager
+    try:
+        cur.execute(MIGRATIONS_TABLE)
+        conn.commit()
+        for path in migration_files(postgres):
+            version = path.stem
+            cur.execute("LOCK TABLE schema_migrations" if postgres else "LOCK schema_migrations")
+            cur.execute("SELECT COUNT(*) FROM schema_migrations WHERE version = %s", (version,))
+            if cur.fetchone()[0]:
+                conn.commit()
+                continue
+            for statement in sql_statements(path.read_text()):
+                cur.execute(statement)
+            cur.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (%s, %s)",
+                        (version, datetime.now(timezone.utc).replace(tzinfo=None)))  # fmt: skip
+            conn.commit()
+            log.info("applied warehouse migration %s", version)
+            applied_now.append(version)
+    finally:
+        cur.close()
+    return applied_now

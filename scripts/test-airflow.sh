@@ -1,43 +1,38 @@
 #!/usr/bin/env bash
 # test-airflow.sh [PYTEST ARGS...]
 #
-# Runs the Airflow DAG tests (airflow-dags/tests): DagBag integrity, the
-# warehouse SQL (sqlglot Redshift parse + PostgreSQL runs) and the end-to-end
-# dag.test() runs in local mode against PostgreSQL with the real ingest-api and
-# compactor binaries (target/debug, built by `cargo build`; the end-to-end
-# tests are skipped without them).
+# Runs the Airflow DAG tests (airflow-dags/tests) on every Airflow version we support:
+# the deployed one and the newest 3.x. DagBag integrity, the warehouse SQL (sqlfluff's
+# Redshift dialect, sqlglot, PostgreSQL runs) and the end-to-end dag.test() runs in
+# local mode against PostgreSQL with the real ingest-api and compactor binaries
+# (target/debug, built by `cargo build`).
 #
-# Idempotent: builds .tools/airflow-venv once (scripts/ensure-venv.sh), uses a
-# fresh temporary AIRFLOW_HOME with a migrated SQLite metadata database, and
-# starts the local PostgreSQL cluster if 127.0.0.1:5432 is not accepting
+# Versions: the deployed one is named once, by Terraform (the default of
+# `airflow_version` in terraform/modules/orchestration); the newest is the highest
+# airflow-dags/requirements-airflow-<version>.txt. Each version has its pinned
+# requirements file (the deployed one: MWAA's provider versions and constraints) and
+# its venv .tools/airflow-<version>-venv (scripts/ensure-venv.sh: built once, rebuilt
+# when the file changes), on the Python the file names (`# python: X.Y`, MWAA's).
+# AIRFLOW_TEST_VERSIONS="3.3.2" picks versions by hand. Without pytest arguments it
+# then runs scripts/test-airflow-ui.sh (the web UI in headless Chromium).
+#
+# Idempotent: a fresh temporary AIRFLOW_HOME with a migrated SQLite metadata database
+# per version; starts the local PostgreSQL cluster if 127.0.0.1:5432 is not accepting
 # connections. Each test creates and drops its own database.
 # COURIER_TEST_PG_URL overrides the admin URL
 # (default postgresql://postgres@127.0.0.1:5432/postgres).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$ROOT/.tools/airflow-venv"
 cd "$ROOT"
+# shellcheck source=scripts/airflow-env.sh
+source "$ROOT/scripts/airflow-env.sh"
 
-bash "$ROOT/scripts/ensure-venv.sh" "$VENV" "$ROOT/airflow-dags/requirements-test.txt"
+deployed="$(airflow_deployed_version)"
+newest="$(airflow_newest_version)"
+read -r -a versions <<<"${AIRFLOW_TEST_VERSIONS:-$(printf '%s\n' "$deployed" "$newest" | awk '!seen[$0]++' | xargs)}"
+ensure_postgres
 
-if ! pg_isready -q -h 127.0.0.1; then
-  if [[ ! -d /etc/postgresql ]] || [[ -z "$(ls /etc/postgresql)" ]]; then
-    echo "PostgreSQL is not running on 127.0.0.1:5432 and no local cluster is installed" >&2
-    exit 1
-  fi
-  echo "==> starting PostgreSQL"
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main start
-  for _ in $(seq 1 50); do
-    pg_isready -q -h 127.0.0.1 && break
-    sleep 0.2
-  done
-  pg_isready -h 127.0.0.1
-fi
-
-AIRFLOW_HOME="$(mktemp -d -t airflow-home.XXXXXX)"
-trap 'rm -rf "$AIRFLOW_HOME"' EXIT
-export AIRFLOW_HOME
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/airflow-dags"
 export AIRFLOW__CORE__UNIT_TEST_MODE=False
@@ -45,8 +40,25 @@ export AIRFLOW__LOGGING__LOGGING_LEVEL="${AIRFLOW__LOGGING__LOGGING_LEVEL:-WARNI
 # The tests set their own; never inherit a developer's.
 unset COURIER_LOCAL_MODE AIRFLOW_CONN_COURIER_WAREHOUSE AIRFLOW_VAR_COURIER_LOCAL_MODE
 
-echo "==> airflow db migrate (SQLite in $AIRFLOW_HOME)"
-"$VENV/bin/airflow" db migrate >"$AIRFLOW_HOME/migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/migrate.log" >&2; exit 1; }
+homes=()
+trap 'rm -rf "${homes[@]}"' EXIT
+for version in "${versions[@]}"; do
+  venv="$(airflow_venv "$version")"
 
-echo "==> pytest airflow-dags/tests"
-"$VENV/bin/python" -m pytest -p no:cacheprovider -q airflow-dags/tests "$@"
+  AIRFLOW_HOME="$(mktemp -d -t "airflow-home-$version.XXXXXX")"
+  homes+=("$AIRFLOW_HOME")
+  export AIRFLOW_HOME
+  echo "==> Airflow $version$([[ "$version" == "$deployed" ]] && echo ' (deployed by Terraform)'): airflow db migrate (SQLite in $AIRFLOW_HOME)"
+  "$venv/bin/airflow" db migrate >"$AIRFLOW_HOME/migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/migrate.log" >&2; exit 1; }
+  "$venv/bin/airflow" version | grep -qx "$version" || { echo "venv $venv does not run Airflow $version" >&2; exit 1; }
+
+  echo "==> Airflow $version: pytest airflow-dags/tests"
+  COURIER_TEST_AIRFLOW_VERSION="$version" COURIER_DEPLOYED_AIRFLOW_VERSION="$deployed" \
+    "$venv/bin/python" -m pytest -p no:cacheprovider -q airflow-dags/tests "$@"
+done
+echo "==> Airflow DAG tests passed on: ${versions[*]}"
+# The web UI in headless Chromium (deployed version); skipped when pytest arguments
+# select a subset of the tests.
+if (($# == 0)); then
+  AIRFLOW_UI_VERSION="$deployed" bash "$ROOT/scripts/test-airflow-ui.sh"
+fi

@@ -42,8 +42,14 @@ def pg_database():
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def _dagbag_class():
+    try:  # Airflow >= 3.1
+        from airflow.dag_processing.dagbag import DagBag
+    except ImportError:  # Airflow 3.0 (MWAA 3.0.6)
+        from airflow.models.dagbag import DagBag
+    return DagBag
+
+
 @pytest.fixture(scope="session")
 def dagbag():
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(DAGS_DIR))
+    return _dagbag_class()(dag_folder=str(DAGS_DIR))

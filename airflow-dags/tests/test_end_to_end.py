@@ -189,7 +189,7 @@ def snapshot(db):
     with psycopg.connect(db) as conn:
         return {
             t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
-            for t in ("positions", "courier_daily", "positions_hourly", "gold_dirty_dates", "compactor_loads")
+            for t in ("positions", "courier_daily", "positions_hourly", "gold_dirty_dates", "load_ledger")
         }
 
 
@@ -207,7 +207,17 @@ def test_hourly_dag_loads_exactly_the_acked_positions_and_gold_agrees(dagbag, lo
     assert dag_run.state == "success", states(dag_run)
     got = states(dag_run)
     assert got["compact_local"] == "success" and got["compact_ecs"] == "skipped"
-    assert got["notify_failure"] == "skipped"
+    assert set(got.values()) == {"success", "skipped"}
+    # The compactor's reports reached the DAG through files unique per run, task and try.
+    reports = sorted((local_env["table"] / "_reports" / DAG_ID).rglob("*.json"))
+    assert [r.relative_to(local_env["table"] / "_reports" / DAG_ID).parts[1:] for r in reports] == [
+        ("compact_local", "try-001-round-000.json"), ("runs_local", "try-001-round-000.json")]
+    assert json.loads(reports[0].read_text())["rows_written"] == len(acked)
+    # The ledger reconciles every hop: stream = lake + duplicates + dead letters = staged = inserted + skipped.
+    (entry,) = ledger(local_env["db"])
+    assert entry["rows_written"] == entry["rows_staged"] == entry["rows_inserted"] == len(acked)
+    assert entry["positions_decoded"] == entry["rows_written"] + entry["duplicates_dropped"] + entry["dead_lettered"]
+    assert entry["duplicates_dropped"] == len(make_positions(4, 12, now, 1)[::17]) + len(make_positions(5, 10, now, 2)[::17])
 
     with psycopg.connect(local_env["db"]) as conn:
         rows = conn.execute(
@@ -250,40 +260,146 @@ def test_hourly_dag_loads_exactly_the_acked_positions_and_gold_agrees(dagbag, lo
     assert snapshot(local_env["db"]) == before
 
 
-def test_run_whose_counts_do_not_reconcile_fails_and_changes_nothing(dagbag, local_env, monkeypatch, caplog):
+def lying_compactor(tmp, field: str, subcommands: tuple[str, ...]):
+    """Fault injection: the real compactor, whose report (the --output-uri file) overstates
+    `field` by one for the given subcommands."""
+    liar = tmp / f"lying-compactor-{field}"
+    liar.write_text(
+        f"#!{sys.executable}\n"
+        "import json, subprocess, sys\n"
+        f"p = subprocess.run([{str(COMPACTOR)!r}, *sys.argv[1:]], capture_output=True, text=True)\n"
+        "sys.stderr.write(p.stderr)\n"
+        "args = sys.argv[1:]\n"
+        "uri = args[args.index('--output-uri') + 1]\n"
+        f"if p.returncode == 0 and set(args) & {set(subcommands)!r}:\n"
+        "    r = json.load(open(uri))\n"
+        "    for report in ([e['report'] for e in r] if isinstance(r, list) else [r]):\n"
+        f"        report[{field!r}] += 1\n"
+        "    json.dump(r, open(uri, 'w'))\n"
+        "print(json.dumps({'stdout': 'is not the report'}))\n"
+        "sys.exit(p.returncode)\n"
+    )
+    liar.chmod(liar.stat().st_mode | stat.S_IEXEC)
+    return liar
+
+
+def test_run_whose_counts_do_not_reconcile_fails_changes_nothing_and_a_cleared_run_loads_once(
+        dagbag, local_env, monkeypatch, caplog):
     now = datetime.now(timezone.utc)
     send(local_env["api"], make_positions(3, 6, now - timedelta(hours=2), seed=3))
     first = run_dag(dagbag, this_hour() - timedelta(hours=1))
     assert first.state == "success", states(first)
     before = snapshot(local_env["db"])
 
-    # A compactor whose report claims one row more than its files hold.
-    liar = local_env["tmp"] / "lying-compactor"
-    liar.write_text(
-        f"#!{sys.executable}\n"
-        "import json, subprocess, sys\n"
-        f"p = subprocess.run([{str(COMPACTOR)!r}, *sys.argv[1:]], capture_output=True, text=True)\n"
-        "sys.stderr.write(p.stderr)\n"
-        "r = json.loads(p.stdout)\n"
-        "for report in ([e['report'] for e in r] if isinstance(r, list) else [r]):\n"
-        "    report['rows_written'] += 1\n"
-        "print(json.dumps(r))\n"
-        "sys.exit(p.returncode)\n"
-    )
-    liar.chmod(liar.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("COURIER_COMPACTOR_BIN", str(liar))
-    send(local_env["api"], make_positions(3, 6, now - timedelta(hours=1), seed=4))
+    # A compactor whose reports claim one row more than its files hold.
+    monkeypatch.setenv("COURIER_COMPACTOR_BIN", str(lying_compactor(local_env["tmp"], "rows_written", ("run", "runs"))))
+    more = send(local_env["api"], make_positions(3, 6, now - timedelta(hours=1), seed=4))
 
     failed = run_dag(dagbag, this_hour())
     assert failed.state == "failed"
     got = states(failed)
     assert got["runs_to_load"] == "success" and got["load_staging"] == "success"
     assert got["check_staging_row_count"] == "failed"
-    assert got["merge_positions"] == "upstream_failed"
+    assert got["load_positions"] == "upstream_failed"
     assert got["refresh_gold"] == "upstream_failed"
-    assert got["notify_failure"] == "failed"  # it ran (logged the alert) and failed the run on purpose
-    assert "FAILURE NOTIFICATION (local mode, not sent to SNS)" in caplog.text
+    # The notifier named the DAG, the task, the run and a log link (local mode: in the log).
+    alerts = [r.getMessage() for r in caplog.records if "COURIER ALERT (local mode" in r.getMessage()]
+    assert any("task check_staging_row_count (try 1)" in a and f"run {failed.run_id}" in a
+               and "/dags/courier_positions_hourly/runs/" in a and "DAG courier_positions_hourly" in a
+               for a in alerts), alerts  # fmt: skip
     assert snapshot(local_env["db"]) == before
+
+    # The run is cleared after the cause is fixed: the staged runs load exactly once.
+    monkeypatch.setenv("COURIER_COMPACTOR_BIN", str(COMPACTOR))
+    cleared = run_dag(dagbag, this_hour())
+    assert cleared.state == "success", states(cleared)
+    assert len(fact_event_ids(local_env["db"])) == len(before["positions"]) + len(more)
+    assert hourly_ledger_reconciles(local_env["db"])
+
+
+def test_a_broken_hop_after_staging_fails_the_run_with_its_numbers(dagbag, local_env, monkeypatch, caplog):
+    """Fault injection: the compactor's `runs` report overstates its duplicates, so the
+    stream identity breaks; reconcile fails the run and logs the numbers."""
+    now = datetime.now(timezone.utc)
+    send(local_env["api"], make_positions(3, 6, now - timedelta(hours=2), seed=11))
+    monkeypatch.setenv("COURIER_COMPACTOR_BIN",
+                       str(lying_compactor(local_env["tmp"], "duplicates_dropped", ("runs",))))  # fmt: skip
+    failed = run_dag(dagbag, this_hour())
+    assert failed.state == "failed"
+    got = states(failed)
+    assert got["load_positions"] == "success" and got["reconcile"] == "failed"
+    assert got["refresh_gold"] == "upstream_failed"
+    assert "stream != lake + duplicates + dead letters: positions_decoded" in caplog.text
+
+
+def hourly_ledger_reconciles(db) -> bool:
+    import courier_positions_hourly as hourly
+
+    return hourly.reconcile_ledger(ledger(db)) == [] and ledger(db) != []
+
+
+def ledger(db) -> list[dict]:
+    import courier_positions_hourly as hourly
+
+    with psycopg.connect(db) as conn:
+        return [dict(zip(hourly.LEDGER_COLUMNS, r)) for r in conn.execute(
+            f"SELECT {', '.join(hourly.LEDGER_COLUMNS)} FROM load_ledger ORDER BY table_version")]
+
+
+def test_a_backlog_is_loaded_in_the_same_run_and_said_so(dagbag, local_env, monkeypatch, caplog):
+    now = datetime.now(timezone.utc)
+    acked = send(local_env["api"], make_positions(4, 10, now - timedelta(hours=2), seed=12))
+    # Each `compactor run` reads at most 15 positions: several rounds in one DAG run.
+    monkeypatch.setenv("COURIER_COMPACTOR_MAX_POSITIONS", "15")
+    dag_run = run_dag(dagbag, this_hour())
+    assert dag_run.state == "success", states(dag_run)
+    rounds = dag_run.get_task_instance("compact_local").xcom_pull(task_ids="compact_local")
+    assert len(rounds) >= 3 and all(r["backlog"] for r in rounds[:-1]) and not rounds[-1]["backlog"]
+    assert "compactor reports a backlog after round 0" in caplog.text
+    assert fact_event_ids(local_env["db"]) == sorted(acked)
+    assert len(ledger(local_env["db"])) == len([r for r in rounds if r["committed"]])
+    assert hourly_ledger_reconciles(local_env["db"])
+
+    # Rounds are bounded: with one round per DAG run the backlog is left to the next run,
+    # and freshness (lag-based) fails when the newest loaded position is older than allowed.
+    acked |= send(local_env["api"], make_positions(4, 10, now - timedelta(hours=2), seed=13))
+    monkeypatch.setenv("COURIER_BACKLOG_MAX_ROUNDS", "1")
+    monkeypatch.setenv("COURIER_FRESHNESS_MAX_LAG_MINUTES", "0")
+    behind = run_dag(dagbag, this_hour())
+    assert behind.state == "failed"
+    assert states(behind)["check_freshness"] == "failed"
+    assert "backlog left after 1 rounds" in caplog.text
+    assert "warehouse not fresh: the compactor reports a backlog" in caplog.text
+
+
+def test_an_empty_warehouse_on_a_quiet_night_is_fresh(dagbag, local_env):
+    quiet = run_dag(dagbag, this_hour())
+    assert quiet.state == "success", states(quiet)
+    assert snapshot(local_env["db"])["positions"] == [] and ledger(local_env["db"]) == []
+    fresh = quiet.get_task_instance("check_freshness").xcom_pull(task_ids="check_freshness")
+    assert fresh == "warehouse caught up with the stream (no data yet)"
+
+
+def test_a_hung_compactor_is_stopped_by_the_task_timeout(dagbag, local_env, monkeypatch, caplog):
+    """Fault injection: a compactor that never returns. The task's execution_timeout
+    (shortened here) fails it, the process is killed, and the alert goes out."""
+    pid_file = local_env["tmp"] / "hung.pid"
+    hung = local_env["tmp"] / "hung-compactor"
+    hung.write_text(f"#!/bin/sh\necho $$ > {pid_file}\nexec sleep 600\n")
+    hung.chmod(hung.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("COURIER_COMPACTOR_BIN", str(hung))
+    dag = dagbag.dags[DAG_ID]
+    task = dag.get_task("compact_local")
+    monkeypatch.setattr(task, "execution_timeout", timedelta(seconds=3))
+    monkeypatch.setattr(task, "retries", 0)
+    started = time.monotonic()
+    dag_run = dag.test(logical_date=this_hour())
+    assert time.monotonic() - started < 60
+    assert dag_run.state == "failed"
+    assert states(dag_run)["compact_local"] == "failed"
+    pid = int(pid_file.read_text())
+    assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
+    assert "task compact_local (try 1)" in caplog.text and "COURIER ALERT" in caplog.text
 
 
 def compactor(env, *args) -> dict | list:
@@ -304,7 +420,7 @@ def fact_event_ids(db) -> list[str]:
 
 def loads(db) -> list[tuple]:
     with psycopg.connect(db) as conn:
-        return conn.execute("SELECT table_version, compactor_run, rows_written FROM compactor_loads ORDER BY 1").fetchall()
+        return conn.execute("SELECT table_version, compactor_run, rows_written FROM load_ledger ORDER BY 1").fetchall()
 
 
 def test_runs_whose_reports_were_lost_are_loaded_exactly_once(dagbag, local_env):

@@ -1,10 +1,11 @@
 -- SQLCheckOperator: no event_id twice in the fact table on the dates this
--- load touched (Redshift does not enforce primary keys).
+-- DAG run staged (Redshift does not enforce primary keys).
 SELECT CASE WHEN COUNT(*) = 0 THEN 1 ELSE 0 END AS no_duplicate_event_ids
 FROM (
     SELECT p.event_id
     FROM positions AS p
-    WHERE p.event_date IN (SELECT DISTINCT CAST(s.recorded_at AS DATE) FROM positions_staging AS s)
+    WHERE p.event_date IN (SELECT DISTINCT CAST(s.recorded_at AS DATE) FROM positions_staging AS s
+        WHERE s.dag_run_id = '{{ run_id | replace("'", "''") }}')
     GROUP BY p.event_id
     HAVING COUNT(*) > 1
 ) AS duplicates;
