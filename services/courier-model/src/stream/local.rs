@@ -712,6 +712,26 @@ impl ShardCursor {
         Ok(true)
     }
 
+    /// Opens the first of `segments` that starts after the segment starting at
+    /// `finished` (none is open when there is no such segment any more).
+    fn open_segment_after(
+        &mut self,
+        finished: u64,
+        segments: &[(u64, PathBuf)],
+    ) -> Result<(), StreamError> {
+        self.current = None;
+        if let Some((first_seq, path)) = segments.iter().find(|(first, _)| *first > finished) {
+            let file = File::open(path)
+                .map_err(|e| StreamError::io(format!("open {}", path.display()), e))?;
+            self.current = Some(OpenSegment {
+                first_seq: *first_seq,
+                offset: 0,
+                reader: BufReader::with_capacity(256 * 1024, file),
+            });
+        }
+        Ok(())
+    }
+
     /// Up to `max` records after the cursor's position. An empty result means
     /// the cursor is at the end of the shard (for now).
     pub fn next_batch(&mut self, max: usize) -> Result<Vec<LocalRecord>, StreamError> {
@@ -761,7 +781,12 @@ impl ShardCursor {
                                 segment.offset
                             )));
                         }
-                        self.current = None;
+                        // On to the next segment by name. Not by the next
+                        // sequence wanted: after a hole in the sequence (a
+                        // segment moved aside or emptied) that is still this
+                        // segment, and reopening it looped forever.
+                        let finished = segment.first_seq;
+                        self.open_segment_after(finished, &segments)?;
                         continue;
                     }
                     // End of the active segment: rewind to the last complete
