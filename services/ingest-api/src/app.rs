@@ -114,6 +114,7 @@ impl Application {
                 max_inflight_positions: settings.max_inflight_positions,
                 max_inflight_bytes: settings.max_inflight_bytes,
                 tracker_shards: settings.tracker_shards,
+                tracker_max_couriers: settings.tracker_max_couriers,
                 tracker_ttl: Duration::from_secs(settings.tracker_ttl_secs),
                 actor_threads: 0,
                 stream_buffer: settings.stream_buffer,
@@ -145,6 +146,7 @@ impl Application {
         })
         .listen(listener)?
         .disable_signals()
+        .keep_alive(settings.keep_alive())
         .shutdown_timeout(settings.shutdown_grace_secs)
         .backlog(4096)
         .max_connections(50_000);
@@ -231,4 +233,133 @@ async fn shutdown(handle: ServerHandle, pipeline: &Pipeline, grace: Duration) {
             "grace period ended with positions still unwritten; none of them was acknowledged with 202"
         );
     }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::create_key;
+    use courier_model::stream::local::LocalStreamReader;
+
+    async fn wait_for(what: &str, timeout: Duration, mut cond: impl AsyncFnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !cond().await {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn position(event_id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "event_id": event_id,
+            "courier_id": "courier-1",
+            "lat": 1.0,
+            "lon": 2.0,
+            "recorded_at": chrono::Utc::now().to_rfc3339(),
+        })
+    }
+
+    /// A writer that panics while it holds a request's record: that request
+    /// answers 503 (never 202), the watchdog starts a new writer, and the
+    /// service takes writes again.
+    #[actix_rt::test]
+    async fn a_writer_that_panics_answers_503_and_is_started_again() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (token, line) = create_key("panic-test", None).expect("key");
+        let settings = Settings {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            http_workers: 1,
+            data_dir: dir.path().to_path_buf(),
+            linger_ms: 5,
+            writers: 1,
+            refresh_secs: 1,
+            api_keys: Some(line),
+            ..Settings::default()
+        };
+        let stream_name = settings.stream_name.clone();
+        let app = Application::build(settings).await.expect("app");
+        let pipeline = Arc::clone(&app.pipeline);
+        let shutdown = app.shutdown_trigger();
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let server = actix_rt::spawn(app.run_until_stopped());
+        let client = reqwest::Client::new();
+        let ready = |client: reqwest::Client, url: String| async move {
+            matches!(client.get(&url).send().await, Ok(r) if r.status() == 200)
+        };
+        let readyz = format!("{base}/readyz");
+        wait_for("readiness", Duration::from_secs(20), async || {
+            ready(client.clone(), readyz.clone()).await
+        })
+        .await;
+
+        pipeline.inject_writer_panic();
+        let lost = uuid::Uuid::new_v4().to_string();
+        let res = client
+            .post(format!("{base}/v1/positions"))
+            .bearer_auth(&token)
+            .json(&position(&lost))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 503, "a request whose writer panicked");
+        assert!(res.headers().contains_key("retry-after"));
+        let body: serde_json::Value = res.json().await.expect("json");
+        assert_eq!(body["error"], "unavailable", "{body}");
+
+        let metrics = format!("{base}/metrics");
+        wait_for(
+            "the writer to be restarted",
+            Duration::from_secs(10),
+            async || {
+                let text = client
+                    .get(&metrics)
+                    .send()
+                    .await
+                    .expect("metrics")
+                    .text()
+                    .await
+                    .expect("text");
+                text.lines().any(|l| l == "ingest_writer_panics_total 1")
+            },
+        )
+        .await;
+        assert!(pipeline.writers_alive());
+        let checks: serde_json::Value = client
+            .get(&readyz)
+            .send()
+            .await
+            .expect("readyz")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(checks["checks"]["writers_running"], true, "{checks}");
+
+        let kept = uuid::Uuid::new_v4().to_string();
+        let res = client
+            .post(format!("{base}/v1/positions"))
+            .bearer_auth(&token)
+            .json(&position(&kept))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 202, "the restarted writer takes writes");
+
+        shutdown.trigger();
+        server.await.expect("join").expect("clean stop");
+        let reader = LocalStreamReader::open(dir.path(), &stream_name).expect("stream");
+        let mut ids = Vec::new();
+        for shard in reader.map().shards() {
+            let mut cursor = reader.cursor(&shard.shard_id, None).expect("cursor");
+            for record in cursor.next_batch(1000).expect("read") {
+                for datum in courier_model::avro::decode_record(&record.data).expect("avro") {
+                    ids.push(datum.expect("datum").event_id);
+                }
+            }
+        }
+        assert_eq!(
+            ids,
+            [kept],
+            "only the acknowledged position is in the stream"
+        );
+    }
+}
 }

@@ -39,6 +39,11 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// HTTP worker threads (0: one per CPU).
     pub http_workers: usize,
+    /// HTTP keep-alive: an idle client connection is closed after this many
+    /// seconds (0: no keep-alive). Keep it above a load balancer's idle
+    /// timeout (AWS ALB: 60 s), so the balancer, not the service, closes
+    /// idle connections and never sends a request on a closing one.
+    pub keep_alive_secs: u64,
     /// Stream sink.
     pub sink: SinkKind,
     /// Directory of the local stream.
@@ -98,6 +103,9 @@ pub struct Settings {
     pub tracker_ttl_secs: u64,
     /// Live stream (`GET /v1/positions/stream`): events kept for a slow
     /// viewer before it skips ahead.
+    /// Couriers whose latest position is held, at most, over all tracker
+    /// shards; beyond it, the courier silent longest is forgotten.
+    pub tracker_max_couriers: usize,
     pub stream_buffer: usize,
     /// Log format.
     pub log_format: LogFormat,
@@ -110,6 +118,7 @@ impl Default for Settings {
             http_workers: 0,
             sink: SinkKind::Local,
             data_dir: PathBuf::from("data"),
+            keep_alive_secs: 75,
             stream_name: "courier-positions".into(),
             local_shards: 4,
             local_segment_bytes: 64 * 1024 * 1024,
@@ -138,6 +147,7 @@ impl Default for Settings {
             tracker_ttl_secs: 24 * 3600,
             stream_buffer: 4096,
             log_format: LogFormat::Text,
+            tracker_max_couriers: 500_000,
         }
     }
 }
@@ -162,7 +172,7 @@ impl Settings {
     /// Checks ranges and the Kinesis hard limits.
     pub fn validate(&self) -> Result<(), SettingsError> {
         let max_record = courier_model::stream::limits::MAX_RECORD_BYTES - 4096;
-        let checks: [(&'static str, bool, String); 10] = [
+        let checks: [(&'static str, bool, String); 11] = [
             (
                 "max_batch_positions",
                 self.max_batch_positions >= 1,
@@ -203,6 +213,11 @@ impl Settings {
             ),
             (
                 "write_timeout_ms",
+            (
+                "tracker_max_couriers",
+                self.tracker_max_couriers >= 1,
+                "must be at least 1".into(),
+            ),
                 self.write_timeout_ms >= 100,
                 "must be at least 100".into(),
             ),
@@ -238,6 +253,14 @@ impl Settings {
 
     /// The shutdown grace period.
     pub fn shutdown_grace(&self) -> Duration {
+    /// The HTTP keep-alive of idle connections.
+    pub fn keep_alive(&self) -> actix_web::http::KeepAlive {
+        match self.keep_alive_secs {
+            0 => actix_web::http::KeepAlive::Disabled,
+            secs => actix_web::http::KeepAlive::Timeout(Duration::from_secs(secs)),
+        }
+    }
+
         Duration::from_secs(self.shutdown_grace_secs)
     }
 }
@@ -306,6 +329,11 @@ pub struct ServeArgs {
     pub http_workers: Option<usize>,
     /// Stream sink [default: local].
     #[arg(long, env = "INGEST_SINK", value_enum)]
+    /// Seconds an idle keep-alive connection stays open, 0 for none;
+    /// keep it above the load balancer's idle timeout (ALB: 60) [default: 75].
+    #[arg(long, env = "INGEST_KEEP_ALIVE_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_alive_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sink: Option<SinkKind>,
     /// Data directory of the local stream [default: data].
@@ -419,6 +447,11 @@ pub struct ServeArgs {
     /// Live stream events kept for a slow viewer before it skips ahead [default: 4096].
     #[arg(long, env = "INGEST_STREAM_BUFFER")]
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Couriers whose latest position is held, at most; beyond it the one
+    /// silent longest is forgotten [default: 500000].
+    #[arg(long, env = "INGEST_TRACKER_MAX_COURIERS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracker_max_couriers: Option<usize>,
     pub stream_buffer: Option<usize>,
     /// Log format: text or json [default: text]. Levels: RUST_LOG (default info).
     #[arg(long, env = "INGEST_LOG_FORMAT", value_enum)]

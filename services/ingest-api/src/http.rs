@@ -417,8 +417,18 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
+/// The checks `/readyz` reports, in the order of its `checks` object.
+pub const READINESS_CHECKS: [&str; 5] = [
+    "stream_reachable",
+    "shard_map_loaded",
+    "not_overloaded",
+    "not_shutting_down",
+    "writers_running",
+];
+
 /// `GET /readyz`: the stream is reachable, routes are known, load is below
-/// 90 % of the in-flight budget, and shutdown has not begun.
+/// 90 % of the in-flight budget, shutdown has not begun, and every writer
+/// actor is running.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let pipeline = &state.pipeline;
     let stream = pipeline.health().is_up();
@@ -426,15 +436,17 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let utilization = pipeline.budget().utilization();
     let not_overloaded = utilization < 0.9;
     let running = !pipeline.is_shutting_down();
-    let ready = stream && routes && not_overloaded && running;
+    let writers = pipeline.writers_alive();
+    let values = [stream, routes, not_overloaded, running, writers];
+    let ready = values.iter().all(|ok| *ok);
+    let checks: serde_json::Map<String, serde_json::Value> = READINESS_CHECKS
+        .iter()
+        .zip(values)
+        .map(|(name, ok)| ((*name).to_owned(), serde_json::Value::Bool(ok)))
+        .collect();
     let body = serde_json::json!({
         "status": if ready { "ready" } else { "not_ready" },
-        "checks": {
-            "stream_reachable": stream,
-            "shard_map_loaded": routes,
-            "not_overloaded": not_overloaded,
-            "not_shutting_down": running,
-        },
+        "checks": checks,
         "sink": pipeline.sink_kind(),
         "inflight_utilization": utilization,
         "last_stream_error": pipeline.health().last_error(),
@@ -477,23 +489,46 @@ fn method_not_allowed(
     move || futures::future::ready(Err(ApiError::MethodNotAllowed(allow)))
 }
 
+/// Every route with the methods it serves (the `Allow` header of its `405`).
+/// The OpenAPI document has exactly these paths and methods (tested).
+pub const ROUTES: [(&str, &str); 8] = [
+    ("/v1/positions", "POST"),
+    ("/v1/positions/stream", "GET"),
+    ("/v1/couriers/{courier_id}/position", "GET, HEAD"),
+    ("/healthz", "GET, HEAD"),
+    ("/readyz", "GET, HEAD"),
+    ("/metrics", "GET, HEAD"),
+    ("/openapi.json", "GET, HEAD"),
+    ("/map", "GET, HEAD"),
+];
+
+/// The methods `path` serves, from [`ROUTES`].
+fn allowed(path: &str) -> &'static str {
+    ROUTES
+        .iter()
+        .find(|(p, _)| *p == path)
+        .map_or("GET, HEAD", |(_, allow)| *allow)
+}
+
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/v1/positions")
             .route(web::post().to(post_positions))
-            .default_service(web::to(method_not_allowed("POST"))),
+            .default_service(web::to(method_not_allowed(allowed("/v1/positions")))),
     )
     .service(
         web::resource("/v1/positions/stream")
             .route(web::get().to(stream_positions))
-            .default_service(web::to(method_not_allowed("GET"))),
+            .default_service(web::to(method_not_allowed(allowed("/v1/positions/stream")))),
     )
     .service(
         web::resource("/v1/couriers/{courier_id}/position")
             .route(web::get().to(get_latest))
             .route(web::head().to(get_latest))
-            .default_service(web::to(method_not_allowed("GET, HEAD"))),
+            .default_service(web::to(method_not_allowed(allowed(
+                "/v1/couriers/{courier_id}/position",
+            )))),
     );
     for (path, handler) in [
         ("/healthz", web::get().to(healthz)),
@@ -506,7 +541,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::resource(path)
                 .route(handler)
                 .route(web::head().to(head_ok))
-                .default_service(web::to(method_not_allowed("GET, HEAD"))),
+                .default_service(web::to(method_not_allowed(allowed(path)))),
         );
     }
 }
@@ -562,4 +597,303 @@ pub async fn observe(
         }
     }
     Ok(res)
+}
+
+/// The OpenAPI document against the code: every route and method, every
+/// status an error or handler can answer on each route, and every rule of
+/// courier-model that a schema can express.
+#[cfg(test)]
+mod openapi_contract {
+    use std::collections::BTreeSet;
+
+    use courier_model::position::{
+        AccuracyMeters, CourierId, HeadingDeg, Latitude, Longitude, MAX_ID_LEN, OrderId, SpeedMps,
+    };
+    use serde_json::Value;
+
+    use super::*;
+    use crate::config::Settings;
+
+    type Op = (&'static str, &'static str);
+    const POST: Op = ("/v1/positions", "post");
+    const STREAM: Op = ("/v1/positions/stream", "get");
+    const LATEST: Op = ("/v1/couriers/{courier_id}/position", "get");
+    const LATEST_HEAD: Op = ("/v1/couriers/{courier_id}/position", "head");
+
+    fn doc() -> Value {
+        serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON")
+    }
+
+    fn documented(doc: &Value, (path, method): Op) -> BTreeSet<u16> {
+        doc["paths"][path][method]["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path} is not documented"))
+            .keys()
+            .map(|k| k.parse().expect("a numeric status"))
+            .collect()
+    }
+
+    /// The operations on which an error can be answered. The match is
+    /// exhaustive: a new variant does not compile until its routes are named.
+    fn operations_of(error: &ApiError) -> Vec<Op> {
+        match error {
+            ApiError::Unauthorized | ApiError::RateLimited(_) => {
+                vec![POST, STREAM, LATEST, LATEST_HEAD]
+            }
+            ApiError::UnsupportedMediaType(_)
+            | ApiError::PayloadTooLarge(_)
+            | ApiError::Body(_)
+            | ApiError::NoneValid(_) => vec![POST],
+            ApiError::InvalidParameter { .. } | ApiError::CourierNotFound(_) => {
+                vec![LATEST, LATEST_HEAD]
+            }
+            // The default service, for paths that are no route at all.
+            ApiError::NotFound(_) => vec![],
+            // Checked per path below: the first method of each path
+            // documents the 405 of the methods it does not serve.
+            ApiError::MethodNotAllowed(_) => vec![],
+            ApiError::Unavailable { .. } => vec![POST, STREAM],
+        }
+    }
+
+    fn every_error() -> Vec<ApiError> {
+        let mut errors = vec![
+            ApiError::Unauthorized,
+            ApiError::RateLimited(Duration::from_secs(1)),
+            ApiError::UnsupportedMediaType("text/plain".into()),
+            ApiError::PayloadTooLarge(1024),
+            ApiError::Body(BodyError::Malformed {
+                message: "x".into(),
+                line: 1,
+                column: 1,
+            }),
+            ApiError::Body(BodyError::BatchSize { got: 0, max: 1 }),
+            ApiError::InvalidParameter {
+                field: "courier_id",
+                message: "x".into(),
+            },
+            ApiError::NoneValid(PostResponse {
+                accepted: 0,
+                rejected: vec![],
+            }),
+            ApiError::CourierNotFound("c".into()),
+            ApiError::NotFound("GET /x".into()),
+            ApiError::MethodNotAllowed("GET"),
+        ];
+        errors.extend(
+            [
+                SubmitError::NotReady,
+                SubmitError::Overloaded,
+                SubmitError::ShuttingDown,
+                SubmitError::Write(WriteError::Dropped),
+                SubmitError::Write(WriteError::Unavailable("x".into())),
+            ]
+            .map(ApiError::from),
+        );
+        errors
+    }
+
+    #[test]
+    fn the_document_has_exactly_the_routes_and_methods_served() {
+        let doc = doc();
+        let paths = doc["paths"].as_object().expect("paths");
+        let served: BTreeSet<&str> = ROUTES.iter().map(|(p, _)| *p).collect();
+        let in_document: BTreeSet<&str> = paths.keys().map(String::as_str).collect();
+        assert_eq!(served, in_document);
+        for (path, allow) in ROUTES {
+            let methods: BTreeSet<String> =
+                allow.split(", ").map(|m| m.to_ascii_lowercase()).collect();
+            let in_doc: BTreeSet<String> = paths[path]
+                .as_object()
+                .expect("operations")
+                .keys()
+                .filter(|k| *k != "parameters")
+                .cloned()
+                .collect();
+            assert_eq!(methods, in_doc, "{path}");
+            let first = allow
+                .split(", ")
+                .next()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            let first: &'static str = if first == "post" { "post" } else { "get" };
+            assert!(
+                documented(&doc, (path, first)).contains(&405),
+                "{first} {path} does not document the 405 of other methods"
+            );
+        }
+    }
+
+    #[test]
+    fn every_status_the_code_can_answer_is_documented_on_its_route() {
+        let doc = doc();
+        for error in every_error() {
+            let status = error.status_code().as_u16();
+            for op in operations_of(&error) {
+                assert!(
+                    documented(&doc, op).contains(&status),
+                    "{} {} can answer {status} ({error}) but does not document it",
+                    op.1,
+                    op.0
+                );
+            }
+        }
+        // Success and readiness answers of the handlers.
+        let successes: [(Op, u16); 13] = [
+            (POST, StatusCode::ACCEPTED.as_u16()),
+            (STREAM, 200),
+            (LATEST, 200),
+            (LATEST_HEAD, 200),
+            (("/healthz", "get"), 200),
+            (("/healthz", "head"), 200),
+            (("/readyz", "get"), 200),
+            (("/readyz", "get"), StatusCode::SERVICE_UNAVAILABLE.as_u16()),
+            (("/readyz", "head"), 200),
+            (
+                ("/readyz", "head"),
+                StatusCode::SERVICE_UNAVAILABLE.as_u16(),
+            ),
+            (("/metrics", "get"), 200),
+            (("/openapi.json", "get"), 200),
+            (("/map", "get"), 200),
+        ];
+        for (op, status) in successes {
+            assert!(
+                documented(&doc, op).contains(&status),
+                "{} {} {status}",
+                op.1,
+                op.0
+            );
+        }
+    }
+
+    /// The characters a pattern's `[...]` class allows, among printable ASCII.
+    fn class_chars(pattern: &str) -> BTreeSet<char> {
+        let class = pattern
+            .split_once('[')
+            .and_then(|(_, rest)| rest.split_once(']'))
+            .map(|(class, _)| class.chars().collect::<Vec<char>>())
+            .expect("a [...] class");
+        let mut chars = BTreeSet::new();
+        let mut i = 0;
+        while i < class.len() {
+            if i + 2 < class.len() && class[i + 1] == '-' {
+                chars.extend(class[i]..=class[i + 2]);
+                i += 3;
+            } else {
+                chars.insert(class[i]);
+                i += 1;
+            }
+        }
+        chars
+    }
+
+    fn check_id_schema(schema: &Value, what: &str, parse: fn(&str) -> bool) {
+        let pattern = schema["pattern"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: no pattern"));
+        assert_eq!(
+            pattern,
+            format!("^[A-Za-z0-9_-]{{1,{MAX_ID_LEN}}}$"),
+            "{what}"
+        );
+        assert_eq!(schema["minLength"], 1, "{what}");
+        assert_eq!(schema["maxLength"], MAX_ID_LEN, "{what}");
+        let accepted: BTreeSet<char> = (' '..='~').filter(|c| parse(&c.to_string())).collect();
+        assert_eq!(accepted, class_chars(pattern), "{what}: character class");
+        assert!(!parse(""), "{what}: empty");
+        assert!(parse(&"a".repeat(MAX_ID_LEN)), "{what}: longest");
+        assert!(!parse(&"a".repeat(MAX_ID_LEN + 1)), "{what}: too long");
+    }
+
+    #[test]
+    fn id_patterns_and_lengths_are_the_rules_of_courier_model() {
+        let doc = doc();
+        let courier = |s: &str| CourierId::parse(s).is_ok();
+        let order = |s: &str| OrderId::parse(s).is_ok();
+        let params = doc["paths"]["/v1/couriers/{courier_id}/position"]["parameters"]
+            .as_array()
+            .expect("path parameters");
+        let param = params
+            .iter()
+            .find(|p| p["name"] == "courier_id" && p["in"] == "path")
+            .expect("courier_id parameter");
+        check_id_schema(&param["schema"], "path courier_id", courier);
+        let schemas = &doc["components"]["schemas"];
+        for schema in ["Position", "StoredPosition"] {
+            let props = &schemas[schema]["properties"];
+            check_id_schema(
+                &props["courier_id"],
+                &format!("{schema}.courier_id"),
+                courier,
+            );
+            check_id_schema(&props["order_id"], &format!("{schema}.order_id"), order);
+        }
+    }
+
+    #[test]
+    fn numeric_bounds_and_the_batch_limit_are_the_rules_of_the_code() {
+        let doc = doc();
+        let props = &doc["components"]["schemas"]["Position"]["properties"];
+        type Check = fn(f64) -> bool;
+        let fields: [(&str, Check); 5] = [
+            ("lat", |v| Latitude::new(v).is_ok()),
+            ("lon", |v| Longitude::new(v).is_ok()),
+            ("accuracy_m", |v| AccuracyMeters::new(v).is_ok()),
+            ("speed_mps", |v| SpeedMps::new(v).is_ok()),
+            ("heading_deg", |v| HeadingDeg::new(v).is_ok()),
+        ];
+        let step = |v: f64, up: bool| {
+            let d = v.abs().max(1.0) * 1e-9;
+            if up { v + d } else { v - d }
+        };
+        for (field, ok) in fields {
+            let schema = &props[field];
+            let min = schema["minimum"].as_f64();
+            let max = schema["maximum"].as_f64();
+            let exclusive_max = schema["exclusiveMaximum"].as_f64();
+            assert!(
+                min.is_some() || max.is_some() || exclusive_max.is_some(),
+                "{field}"
+            );
+            if let Some(min) = min {
+                assert!(ok(min) && !ok(step(min, false)), "{field} minimum {min}");
+            } else {
+                assert!(ok(-1e300), "{field} has a lower bound the document omits");
+            }
+            match (max, exclusive_max) {
+                (Some(max), None) => assert!(ok(max) && !ok(step(max, true)), "{field} maximum"),
+                (None, Some(max)) => {
+                    assert!(!ok(max) && ok(step(max, false)), "{field} exclusiveMaximum")
+                }
+                (None, None) => assert!(ok(1e300), "{field} has an upper bound the document omits"),
+                (Some(_), Some(_)) => panic!("{field}: both maximum and exclusiveMaximum"),
+            }
+        }
+        let batch = &doc["components"]["schemas"]["PositionBatch"]["properties"]["positions"];
+        assert_eq!(batch["minItems"], 1);
+        assert_eq!(batch["maxItems"], Settings::default().max_batch_positions);
+    }
+
+    #[test]
+    fn readiness_checks_are_the_ones_readyz_reports() {
+        let doc = doc();
+        let required: BTreeSet<&str> =
+            doc["components"]["schemas"]["Readiness"]["properties"]["checks"]["required"]
+                .as_array()
+                .expect("required checks")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+        let reported: BTreeSet<&str> = READINESS_CHECKS.into_iter().collect();
+        assert_eq!(required, reported);
+        let documented: BTreeSet<&str> =
+            doc["components"]["schemas"]["Readiness"]["properties"]["checks"]["properties"]
+                .as_object()
+                .expect("check properties")
+                .keys()
+                .map(String::as_str)
+                .collect();
+        assert_eq!(documented, reported);
+    }
 }

@@ -51,6 +51,17 @@ pub struct Metrics {
     pub shards: IntGauge,
     /// Couriers in the latest-position tracker.
     pub tracked_couriers: IntGauge,
+    /// Couriers forgotten because their tracker shard was full.
+    pub tracker_evictions: IntCounter,
+    /// Writer actors found dead (a panic) and started again.
+    pub writer_panics: IntCounter,
+    /// Records built, by the shard the routing table addressed them to.
+    pub records_routed: IntCounterVec,
+    /// Shard-map reloads asked for by misrouted records.
+    pub shard_map_reloads: IntCounter,
+    /// Records the stream put on another shard than the routing table chose
+    /// (the shard map is stale: a reshard happened).
+    pub misrouted_records: IntCounter,
     /// Viewers connected to `GET /v1/positions/stream`.
     pub stream_viewers: IntGauge,
     /// Live events skipped for viewers that lagged behind.
@@ -222,6 +233,32 @@ impl Metrics {
                 &r,
                 "ingest_tracked_couriers",
                 "Couriers whose latest position is held by the tracker.",
+            ),
+            tracker_evictions: counter(
+                &r,
+                "ingest_tracker_evictions_total",
+                "Couriers forgotten by the latest-position tracker because it held tracker_max_couriers (the one silent longest goes).",
+            ),
+            writer_panics: counter(
+                &r,
+                "ingest_writer_panics_total",
+                "Writer actors that died of a panic and were started again; the requests waiting on them were answered 503.",
+            ),
+            records_routed: counter_vec(
+                &r,
+                "ingest_records_routed_total",
+                "Stream records built, by the shard the routing table addressed them to (explicit hash key).",
+                &["shard"],
+            ),
+            shard_map_reloads: counter(
+                &r,
+                "ingest_shard_map_stale_reloads_total",
+                "Shard-map reloads asked for at once because records landed on another shard than routed.",
+            ),
+            misrouted_records: counter(
+                &r,
+                "ingest_stream_misrouted_records_total",
+                "Records the stream put on another shard than the routing table chose (a reshard); each one triggers a shard-map refresh.",
             ),
             stream_viewers: gauge(
                 &r,

@@ -7,6 +7,7 @@
 //! domain rules of [`Position::try_new`].
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
@@ -439,9 +440,14 @@ impl<'de> Deserialize<'de> for EnvelopeKey {
     }
 }
 
-struct EnvelopeVisitor;
+/// Parses the envelope with a batch limit: `positions` stops at `max_batch`
+/// items (see [`PositionsSeed`]) and sets `over` when there are more.
+struct EnvelopeVisitor<'c> {
+    max_batch: usize,
+    over: &'c Cell<bool>,
+}
 
-impl<'de> Visitor<'de> for EnvelopeVisitor {
+impl<'de> Visitor<'de> for EnvelopeVisitor<'_> {
     type Value = Envelope<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -458,7 +464,10 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
                     if batch.is_some() {
                         return Err(de::Error::custom("\"positions\" appears more than once"));
                     }
-                    batch = Some(map.next_value_seed(PositionsSeed)?);
+                    batch = Some(map.next_value_seed(PositionsSeed {
+                        max_batch: self.max_batch,
+                        over: self.over,
+                    })?);
                 }
                 EnvelopeKey::Field(key) => {
                     single_keys += 1;
@@ -476,33 +485,64 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
     }
 }
 
-struct PositionsSeed;
+/// The `positions` array, read up to `max_batch` items: when one more item
+/// follows, it is skipped without being kept, `over` is set and parsing
+/// stops with an error, so a body of a million tiny items costs no more than
+/// `max_batch` of them.
+struct PositionsSeed<'c> {
+    max_batch: usize,
+    over: &'c Cell<bool>,
+}
 
-impl<'de> DeserializeSeed<'de> for PositionsSeed {
+impl<'de> DeserializeSeed<'de> for PositionsSeed<'_> {
     type Value = Vec<RawPosition<'de>>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
+        struct V<'c> {
+            max_batch: usize,
+            over: &'c Cell<bool>,
+        }
+        impl<'de> Visitor<'de> for V<'_> {
             type Value = Vec<RawPosition<'de>>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("\"positions\" to be an array of position objects")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(16).min(1024));
-                while let Some(p) = seq.next_element::<RawPosition<'de>>()? {
-                    out.push(p);
+                let hint = seq.size_hint().unwrap_or(16);
+                let mut out = Vec::with_capacity(hint.min(self.max_batch).min(1024));
+                loop {
+                    if out.len() == self.max_batch {
+                        if seq.next_element::<IgnoredAny>()?.is_some() {
+                            self.over.set(true);
+                            return Err(de::Error::custom(format!(
+                                "\"positions\" holds more than {} items",
+                                self.max_batch
+                            )));
+                        }
+                        return Ok(out);
+                    }
+                    match seq.next_element::<RawPosition<'de>>()? {
+                        Some(p) => out.push(p),
+                        None => return Ok(out),
+                    }
                 }
-                Ok(out)
             }
         }
-        d.deserialize_seq(V)
+        d.deserialize_seq(V {
+            max_batch: self.max_batch,
+            over: self.over,
+        })
     }
 }
 
 impl<'de> Deserialize<'de> for Envelope<'de> {
+    /// Without a batch limit; [`parse_body`] applies one while parsing.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(EnvelopeVisitor)
+        let over = Cell::new(false);
+        d.deserialize_map(EnvelopeVisitor {
+            max_batch: usize::MAX,
+            over: &over,
+        })
     }
 }
 
@@ -520,18 +560,45 @@ pub enum BodyError {
         column: usize,
     },
     /// The batch is empty or larger than allowed.
-    #[error("\"positions\" must hold 1 to {max} items (got {got})")]
+    #[error("\"positions\" must hold 1 to {max} items (got {})", batch_count(.got, .max))]
     BatchSize {
-        /// Items sent.
+        /// Items sent, counted up to `max + 1`: parsing stops at the first
+        /// item over the limit, so `max + 1` means "more than `max`".
         got: usize,
         /// The limit.
         max: usize,
     },
 }
 
+fn batch_count(got: &usize, max: &usize) -> String {
+    if got > max {
+        format!("more than {max}")
+    } else {
+        got.to_string()
+    }
+}
+
 /// Parses a body. Strings are borrowed from `body` where they have no escapes.
+/// A batch of more than `max_batch` items fails as soon as item
+/// `max_batch + 1` is seen: the rest of the body is not parsed.
 pub fn parse_body(body: &[u8], max_batch: usize) -> Result<Envelope<'_>, BodyError> {
-    let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|e| {
+    let over = Cell::new(false);
+    let parsed = {
+        let mut de = serde_json::Deserializer::from_slice(body);
+        (&mut de)
+            .deserialize_map(EnvelopeVisitor {
+                max_batch,
+                over: &over,
+            })
+            .and_then(|envelope| de.end().map(|()| envelope))
+    };
+    if over.get() {
+        return Err(BodyError::BatchSize {
+            got: max_batch.saturating_add(1),
+            max: max_batch,
+        });
+    }
+    let envelope: Envelope<'_> = parsed.map_err(|e| {
         let text = e.to_string();
         // serde_json appends " at line L column C"; keep the message clean.
         let message = match text.rfind(" at line ") {
@@ -669,6 +736,56 @@ mod tests {
             parse_body(body.as_bytes(), 2),
             Err(BodyError::BatchSize { got: 3, max: 2 })
         );
+    }
+
+    /// A 1 MiB body of empty items: the limit stops parsing at item
+    /// `max + 1`, so at most `max` items are ever held.
+    #[test]
+    fn a_huge_batch_stops_parsing_at_the_limit() {
+        let mut body = String::from(r#"{"positions":["#);
+        while body.len() < 1024 * 1024 - 8 {
+            body.push_str("{},");
+        }
+        body.push_str("{}]}");
+        assert!(body.len() <= 1024 * 1024);
+        let err = parse_body(body.as_bytes(), 1000).unwrap_err();
+        assert_eq!(
+            err,
+            BodyError::BatchSize {
+                got: 1001,
+                max: 1000
+            }
+        );
+        assert!(
+            err.to_string()
+                .contains("1 to 1000 items (got more than 1000)"),
+            "{err}"
+        );
+
+        // Proof that the rest is not parsed: the same body broken right
+        // after item 1001 still fails for its size, not for its syntax.
+        let mut broken = String::from(r#"{"positions":["#);
+        broken.push_str(&"{},".repeat(1001));
+        broken.push_str("this is not JSON");
+        broken.push_str(&"{},".repeat(300_000));
+        assert_eq!(
+            parse_body(broken.as_bytes(), 1000),
+            Err(BodyError::BatchSize {
+                got: 1001,
+                max: 1000
+            })
+        );
+        // ... while at the limit itself, the whole body is parsed.
+        let mut exact = String::from(r#"{"positions":["#);
+        exact.push_str(&["{}"; 1000].join(","));
+        exact.push_str("]}");
+        let envelope = parse_body(exact.as_bytes(), 1000).expect("1000 items parse");
+        assert_eq!(envelope.positions().len(), 1000);
+        let trailing = format!("{exact} x");
+        assert!(matches!(
+            parse_body(trailing.as_bytes(), 1000),
+            Err(BodyError::Malformed { .. })
+        ));
     }
 
     #[test]

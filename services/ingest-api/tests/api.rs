@@ -4,7 +4,7 @@
 mod support;
 
 use std::collections::{BTreeSet, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::*;
@@ -500,4 +500,117 @@ async fn a_request_larger_than_one_record_is_split_and_acknowledged_once_all_par
     assert_eq!(app.stream_positions().len(), 10);
     assert!(app.metric("ingest_records_built_total").await >= 4.0);
     assert_eq!(app.metric("ingest_inflight_positions").await, 0.0);
+}
+
+/// Reads one HTTP/1.1 response (head and a `Content-Length` body) and returns
+/// its head.
+async fn read_response(socket: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                return head;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut chunk))
+            .await
+            .expect("a response within 10 s")
+            .expect("read");
+        assert!(n > 0, "connection closed before a whole response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn connect_and_get_healthz(app: &TestApp) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let addr = app.base.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_response(&mut socket).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    socket
+}
+
+/// `keep_alive_secs` is the server's keep-alive: with 1 s, an idle connection
+/// is closed after about 1 s (actix's own default would keep it 5 s).
+#[actix_rt::test]
+async fn an_idle_connection_is_closed_after_keep_alive_secs() {
+    use tokio::io::AsyncReadExt as _;
+    let app = spawn_app_with(|s| s.keep_alive_secs = 1).await;
+    let mut socket = connect_and_get_healthz(&app).await;
+    let idle = Instant::now();
+    let mut byte = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(4), socket.read(&mut byte))
+        .await
+        .expect("the server closes the idle connection well before 5 s")
+        .expect("read");
+    assert_eq!(n, 0, "the server sent data instead of closing");
+    assert!(
+        idle.elapsed() >= Duration::from_millis(500),
+        "closed after {:?}: keep-alive is not on",
+        idle.elapsed()
+    );
+}
+
+/// With `keep_alive_secs` 30, a connection idle for 6 s (longer than actix's
+/// 5 s default) still serves the next request: a load balancer that keeps
+/// idle connections for 60 s never finds one closed under it.
+#[actix_rt::test]
+async fn a_connection_idle_longer_than_actix_default_is_still_served() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = spawn_app_with(|s| s.keep_alive_secs = 30).await;
+    let mut socket = connect_and_get_healthz(&app).await;
+    // The idle period is the behaviour under test.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .expect("write on the idle connection");
+    let head = read_response(&mut socket).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+/// A 1 MiB body of empty items is refused for its size as soon as item
+/// `max_batch_positions + 1` is parsed.
+#[actix_rt::test]
+async fn a_megabyte_of_empty_items_is_400_for_the_batch_size() {
+    let app = spawn_app().await;
+    let mut body = String::from(r#"{"positions":["#);
+    while body.len() < 1024 * 1024 - 8 {
+        body.push_str("{},");
+    }
+    body.push_str("{}]}");
+    let res = app
+        .client
+        .post(format!("{}/v1/positions", app.base))
+        .bearer_auth(&app.token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), 400);
+    let json: Value = res.json().await.expect("json");
+    assert_eq!(json["error"], "invalid_batch_size", "{json}");
+    assert!(
+        json["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("1 to 1000 items (got more than 1000)"),
+        "{json}"
+    );
 }

@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use courier_model::avro::decode_record;
 use courier_model::stream::kinesis::KinesisStream;
@@ -238,4 +238,81 @@ async fn the_binary_finds_kinesis_through_the_aws_configuration_chain() {
         .into_iter()
         .collect();
     assert_eq!(stored, ids.into_iter().collect::<HashSet<_>>());
+}
+
+/// After a reshard (2 → 4 shards with `UpdateShardCount`), the service
+/// reloads its shard map within one `refresh_secs` period (5 s here; the old
+/// periodic reload came every 60 s), and then addresses records to every
+/// child shard, so one child does not take all of its parent's traffic.
+/// (moto 5.2 itself stores a record on the first shard, open or closed, whose
+/// range holds its hash key, so where moto puts them cannot be checked: the
+/// test checks where the service addresses them.)
+#[actix_rt::test]
+async fn after_a_reshard_the_shard_map_is_reloaded_within_a_refresh_period_and_every_child_is_addressed()
+ {
+    let (moto, stream) = moto_with_stream(2).await;
+    let app = app_through(&moto.endpoint, &stream, |s| s.refresh_secs = 5).await;
+    let (mut acked, statuses) = post_batches(&app, 3).await;
+    assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
+    assert_eq!(app.metric("ingest_stream_shards").await, 2.0);
+
+    let client = kinesis_client(&moto.endpoint);
+    client
+        .update_shard_count()
+        .stream_name(&stream)
+        .target_shard_count(4)
+        .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
+        .send()
+        .await
+        .expect("UpdateShardCount");
+    let map = shard_map(&moto.endpoint, &stream).await;
+    assert_eq!(map.len(), 4, "moto resharded");
+
+    let resharded = Instant::now();
+    wait_for(
+        "the service to reload its shard map",
+        Duration::from_secs(15),
+        || async { app.metric("ingest_stream_shards").await == 4.0 },
+    )
+    .await;
+    assert!(resharded.elapsed() < Duration::from_secs(15));
+
+    let routed_before: Vec<f64> = {
+        let mut v = Vec::new();
+        for shard in map.shards() {
+            v.push(
+                app.metric(&format!(
+                    "ingest_records_routed_total{{shard=\"{}\"}}",
+                    shard.shard_id
+                ))
+                .await,
+            );
+        }
+        v
+    };
+    let (after, statuses) = post_batches(&app, 10).await;
+    assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
+    acked.extend(after);
+    for (shard, before) in map.shards().iter().zip(routed_before) {
+        let now = app
+            .metric(&format!(
+                "ingest_records_routed_total{{shard=\"{}\"}}",
+                shard.shard_id
+            ))
+            .await;
+        assert!(
+            now > before,
+            "no record addressed to child shard {} after the reload",
+            shard.shard_id
+        );
+    }
+
+    let records = read_all_records(&client, &stream).await;
+    let mut stored = HashSet::new();
+    for (_, data) in &records {
+        for datum in decode_record(data).expect("every record is an Avro container") {
+            stored.insert(datum.expect("datum").event_id);
+        }
+    }
+    assert!(acked.is_subset(&stored), "an acked position is missing");
 }

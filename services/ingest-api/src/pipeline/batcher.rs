@@ -7,6 +7,7 @@
 //! Every record is addressed with the shard's starting hash key as explicit
 //! hash key, so it lands on the shard that owns all of its couriers.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -14,9 +15,10 @@ use bytes::Bytes;
 use courier_model::avro::RecordEncoder;
 use courier_model::stream::OutRecord;
 
+use super::WriterSlot;
 use super::ack::Ack;
 use super::budget::Permit;
-use super::writer::{WriteRecord, Writer};
+use super::writer::WriteRecord;
 use crate::metrics::Metrics;
 
 /// Encoded positions of one request for one shard.
@@ -78,7 +80,8 @@ struct Piece<'a> {
 /// A batcher actor for one shard.
 pub struct Batcher {
     hash_key: u128,
-    writer: Addr<Writer>,
+    shard_id: Arc<str>,
+    writer: WriterSlot,
     encoder: RecordEncoder,
     limits: BatchLimits,
     immediate: bool,
@@ -93,16 +96,19 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// A batcher writing records for the shard starting at `hash_key`.
+    /// A batcher writing records for the shard `shard_id` starting at
+    /// `hash_key`, through the writer in `writer`.
     pub fn new(
         hash_key: u128,
-        writer: Addr<Writer>,
+        shard_id: Arc<str>,
+        writer: WriterSlot,
         encoder: RecordEncoder,
         limits: BatchLimits,
         metrics: Metrics,
     ) -> Self {
         Self {
             hash_key,
+            shard_id,
             writer,
             encoder,
             buf: Vec::with_capacity(limits.max_bytes.min(1 << 20)),
@@ -125,6 +131,10 @@ impl Batcher {
         self.generation += 1;
         let data = self.encoder.encode(&self.buf, self.count);
         self.metrics.records_built.inc();
+        self.metrics
+            .records_routed
+            .with_label_values(&[&*self.shard_id])
+            .inc();
         self.metrics.record_positions.observe(self.count as f64);
         self.metrics.record_bytes.observe(data.len() as f64);
         let write = WriteRecord {
@@ -137,12 +147,14 @@ impl Batcher {
             acks: std::mem::take(&mut self.acks),
             permits: std::mem::take(&mut self.permits),
             deadline: self.deadline.take().unwrap_or_else(Instant::now),
+            shard_id: Some(Arc::clone(&self.shard_id)),
         };
         self.buf.clear();
         self.count = 0;
         // A stopped writer drops the record and with it the acks: the
-        // requests then answer 503, never 202.
-        self.writer.do_send(write);
+        // requests then answer 503, never 202. The slot holds the writer
+        // started last (a dead one is replaced by the watchdog).
+        self.writer.load().do_send(write);
     }
 
     fn full(&self) -> bool {

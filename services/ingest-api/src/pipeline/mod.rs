@@ -27,10 +27,11 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_rt::{Arbiter, ArbiterHandle};
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use courier_model::avro::{Codec, RecordEncoder, encode_datum};
 use courier_model::position::Position;
 use courier_model::stream::{ShardMap, StreamError, StreamSink, partition_hash};
+use tokio::sync::Notify;
 
 use self::ack::{Ack, WriteError};
 use self::batcher::{Append, BatchLimits, Batcher, FlushNow, Retire};
@@ -80,10 +81,50 @@ pub struct PipelineOptions {
     pub tracker_shards: usize,
     /// Tracker TTL.
     pub tracker_ttl: Duration,
+    /// Couriers held by all tracker shards together, at most.
+    pub tracker_max_couriers: usize,
     /// Actor threads (0: one per CPU).
     pub actor_threads: usize,
     /// Live feed events kept for a slow viewer.
     pub stream_buffer: usize,
+}
+
+/// The writer a batcher hands its records to: replaced by the watchdog when
+/// the writer dies of a panic.
+pub type WriterSlot = Arc<ArcSwap<Addr<Writer>>>;
+
+/// How often the watchdog looks for dead writers.
+pub const WATCHDOG_EVERY: Duration = Duration::from_millis(100);
+
+/// Least time between two shard-map reloads asked for by misrouted records.
+const STALE_REFRESH_GAP: Duration = Duration::from_secs(1);
+
+/// Everything needed to start a writer (again).
+struct WriterFactory {
+    sink: Arc<dyn StreamSink>,
+    concurrency: usize,
+    retry: RetryPolicy,
+    metrics: Metrics,
+    health: Arc<SinkHealth>,
+    stale_routes: Arc<Notify>,
+    #[cfg(any(test, feature = "test-hooks"))]
+    panic_next: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl WriterFactory {
+    fn start(&self, arbiter: &ArbiterHandle) -> Addr<Writer> {
+        let writer = Writer::new(
+            Arc::clone(&self.sink),
+            self.concurrency,
+            self.retry,
+            self.metrics.clone(),
+            Arc::clone(&self.health),
+        )
+        .with_stale_routes(Arc::clone(&self.stale_routes));
+        #[cfg(any(test, feature = "test-hooks"))]
+        let writer = writer.with_panic_hook(Arc::clone(&self.panic_next));
+        Supervisor::start_in_arbiter(arbiter, |_| writer)
+    }
 }
 
 /// The shard map and the batcher of each shard.
@@ -97,7 +138,8 @@ pub struct Pipeline {
     sink: Arc<dyn StreamSink>,
     table: ArcSwapOption<RoutingTable>,
     arbiters: Vec<Arbiter>,
-    writers: Vec<Addr<Writer>>,
+    writers: Vec<WriterSlot>,
+    writer_factory: WriterFactory,
     trackers: Vec<Addr<Tracker>>,
     live: LiveFeed,
     options: PipelineOptions,
@@ -130,21 +172,28 @@ impl Pipeline {
         };
         let arbiters: Vec<Arbiter> = (0..threads).map(|_| Arbiter::new()).collect();
         let health = Arc::new(SinkHealth::default());
+        let writer_factory = WriterFactory {
+            sink: Arc::clone(&sink),
+            concurrency: options.writer_concurrency,
+            retry: options.retry,
+            metrics: metrics.clone(),
+            health: Arc::clone(&health),
+            stale_routes: Arc::new(Notify::new()),
+            #[cfg(any(test, feature = "test-hooks"))]
+            panic_next: Arc::default(),
+        };
         let writers = (0..options.writers)
             .map(|i| {
-                let writer = Writer::new(
-                    Arc::clone(&sink),
-                    options.writer_concurrency,
-                    options.retry,
-                    metrics.clone(),
-                    Arc::clone(&health),
-                );
-                Supervisor::start_in_arbiter(&arbiters[i % threads].handle(), |_| writer)
+                let addr = writer_factory.start(&arbiters[i % threads].handle());
+                Arc::new(ArcSwap::from_pointee(addr))
             })
             .collect();
         let trackers = (0..options.tracker_shards)
             .map(|i| {
-                let tracker = Tracker::new(options.tracker_ttl, metrics.clone());
+                let per_shard = options
+                    .tracker_max_couriers
+                    .div_ceil(options.tracker_shards.max(1));
+                let tracker = Tracker::new(options.tracker_ttl, per_shard, metrics.clone());
                 Tracker::start_in_arbiter(&arbiters[(i + 1) % threads].handle(), |_| tracker)
             })
             .collect();
@@ -159,6 +208,7 @@ impl Pipeline {
             table: ArcSwapOption::empty(),
             arbiters,
             writers,
+            writer_factory,
             trackers,
             live,
             options,
@@ -189,6 +239,40 @@ impl Pipeline {
     /// The in-flight budget.
     pub fn budget(&self) -> &Budget {
         &self.budget
+    }
+
+    /// Whether every writer actor is alive (a dead one is replaced within
+    /// [`WATCHDOG_EVERY`]).
+    pub fn writers_alive(&self) -> bool {
+        self.writers.iter().all(|slot| slot.load().connected())
+    }
+
+    /// Starts a new writer in the slot of every writer that died (a panic);
+    /// returns how many were restarted.
+    pub fn restart_dead_writers(&self) -> usize {
+        let mut restarted = 0;
+        for (i, slot) in self.writers.iter().enumerate() {
+            if slot.load().connected() {
+                continue;
+            }
+            let arbiter = self.arbiters[i % self.arbiters.len()].handle();
+            slot.store(Arc::new(self.writer_factory.start(&arbiter)));
+            self.metrics.writer_panics.inc();
+            restarted += 1;
+            tracing::error!(
+                writer = i,
+                "writer actor died (panic); started a new one. The requests it held were answered 503"
+            );
+        }
+        restarted
+    }
+
+    /// Test hook: the next record a writer receives makes it panic.
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn inject_writer_panic(&self) {
+        self.writer_factory
+            .panic_next
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// Whether routing is possible (the shard map is known).
@@ -230,7 +314,8 @@ impl Pipeline {
                     .unwrap_or_else(|| {
                         let batcher = Batcher::new(
                             shard.start_hash,
-                            self.writers[i % self.writers.len()].clone(),
+                            Arc::from(shard.shard_id.as_str()),
+                            Arc::clone(&self.writers[i % self.writers.len()]),
                             RecordEncoder::new(self.options.codec),
                             self.options.limits.clone(),
                             self.metrics.clone(),
@@ -253,17 +338,39 @@ impl Pipeline {
         probe
     }
 
-    /// Runs [`Pipeline::refresh`] every `every` (the shard map every 12th time).
+    /// Runs [`Pipeline::refresh`] with the shard map every `every` (one
+    /// `ListShards`, far below its limit of 1000 calls per second and
+    /// stream), so a reshard is followed within one period whether or not
+    /// the stream still reports `UPDATING`; and at once (at most once a
+    /// second) when a writer saw a record land on another shard than routed.
+    /// Also starts the watchdog that replaces dead writers.
     pub fn spawn_refresher(self: &Arc<Self>, every: Duration) {
         let this = Arc::clone(self);
         actix_rt::spawn(async move {
-            let mut tick = 0u64;
+            let stale_routes = Arc::clone(&this.writer_factory.stale_routes);
             loop {
-                actix_rt::time::sleep(every).await;
-                tick += 1;
-                if let Err(e) = this.refresh(tick.is_multiple_of(12)).await {
+                let stale = tokio::select! {
+                    _ = actix_rt::time::sleep(every) => false,
+                    _ = stale_routes.notified() => true,
+                };
+                if let Err(e) = this.refresh(true).await {
                     tracing::debug!(error = %e, "refresh failed");
                 }
+                if stale {
+                    this.metrics.shard_map_reloads.inc();
+                    actix_rt::time::sleep(STALE_REFRESH_GAP).await;
+                }
+            }
+        });
+        let weak = Arc::downgrade(self);
+        actix_rt::spawn(async move {
+            loop {
+                actix_rt::time::sleep(WATCHDOG_EVERY).await;
+                let Some(this) = weak.upgrade() else { return };
+                if this.is_shutting_down() {
+                    return;
+                }
+                this.restart_dead_writers();
             }
         });
     }

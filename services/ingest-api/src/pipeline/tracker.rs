@@ -2,8 +2,16 @@
 //! keeps, per courier, the accepted position with the greatest `recorded_at`
 //! (device time, not arrival order), and forgets couriers silent for longer
 //! than the TTL.
+//!
+//! Each shard holds at most `max_couriers` couriers: a new courier beyond
+//! that evicts the one that has been silent longest (least recently
+//! observed), counted in `ingest_tracker_evictions_total`. Recency is kept in
+//! an append-only log of (sequence, courier) with stale entries skipped when
+//! evicting and compacted away once they outnumber the live ones, so every
+//! observation costs amortised O(1).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -26,18 +34,30 @@ impl Message for Latest {
     type Result = Option<Position>;
 }
 
+struct Entry {
+    position: Position,
+    /// Sequence of the courier's last observation (its entry in `recency`).
+    seen: u64,
+}
+
 /// One tracker shard.
 pub struct Tracker {
-    latest: HashMap<String, Position>,
+    latest: HashMap<Arc<str>, Entry>,
+    recency: VecDeque<(u64, Arc<str>)>,
+    next_seen: u64,
+    max_couriers: usize,
     ttl: Duration,
     metrics: Metrics,
 }
 
 impl Tracker {
-    /// An empty shard.
-    pub fn new(ttl: Duration, metrics: Metrics) -> Self {
+    /// An empty shard holding at most `max_couriers` couriers (at least 1).
+    pub fn new(ttl: Duration, max_couriers: usize, metrics: Metrics) -> Self {
         Self {
             latest: HashMap::new(),
+            recency: VecDeque::new(),
+            next_seen: 0,
+            max_couriers: max_couriers.max(1),
             ttl,
             metrics,
         }
@@ -49,10 +69,66 @@ impl Tracker {
         };
         let cutoff = Utc::now() - ttl;
         let before = self.latest.len();
-        self.latest.retain(|_, p| p.received_at >= cutoff);
+        self.latest.retain(|_, e| e.position.received_at >= cutoff);
         self.metrics
             .tracked_couriers
             .sub((before - self.latest.len()) as i64);
+        self.compact();
+    }
+
+    /// Drops log entries that no longer name a courier's last observation,
+    /// once they outnumber the live ones.
+    fn compact(&mut self) {
+        if self.recency.len() <= 2 * self.latest.len() + 64 {
+            return;
+        }
+        let latest = &self.latest;
+        self.recency
+            .retain(|(seen, key)| latest.get(key).is_some_and(|e| e.seen == *seen));
+    }
+
+    /// Forgets the courier observed least recently.
+    fn evict_oldest(&mut self) {
+        while let Some((seen, key)) = self.recency.pop_front() {
+            if self.latest.get(&key).is_some_and(|e| e.seen == seen) {
+                self.latest.remove(&key);
+                self.metrics.tracked_couriers.dec();
+                self.metrics.tracker_evictions.inc();
+                tracing::debug!(courier = %key, "tracker full; forgot the courier silent longest");
+                return;
+            }
+        }
+    }
+
+    fn observe(&mut self, position: Position) {
+        let seen = self.next_seen;
+        self.next_seen += 1;
+        let known = self
+            .latest
+            .get_key_value(position.courier_id.as_str())
+            .map(|(k, _)| Arc::clone(k));
+        match known {
+            Some(key) => {
+                if let Some(entry) = self.latest.get_mut(&key) {
+                    if position.recorded_at > entry.position.recorded_at {
+                        entry.position = position;
+                    }
+                    entry.seen = seen;
+                }
+                self.recency.push_back((seen, key));
+            }
+            None => {
+                let key: Arc<str> = Arc::from(position.courier_id.as_str());
+                self.metrics.tracked_couriers.inc();
+                self.latest
+                    .insert(Arc::clone(&key), Entry { position, seen });
+                self.recency.push_back((seen, key));
+                if self.latest.len() > self.max_couriers {
+                    self.evict_oldest();
+                }
+            }
+        }
+        self.compact();
     }
 }
 
@@ -70,18 +146,7 @@ impl Handler<Observe> for Tracker {
 
     fn handle(&mut self, msg: Observe, _: &mut Self::Context) {
         for position in msg.0 {
-            match self.latest.get_mut(position.courier_id.as_str()) {
-                Some(current) => {
-                    if position.recorded_at > current.recorded_at {
-                        *current = position;
-                    }
-                }
-                None => {
-                    self.metrics.tracked_couriers.inc();
-                    self.latest
-                        .insert(position.courier_id.as_str().to_owned(), position);
-                }
-            }
+            self.observe(position);
         }
     }
 }
@@ -90,6 +155,70 @@ impl Handler<Latest> for Tracker {
     type Result = Option<Position>;
 
     fn handle(&mut self, msg: Latest, _: &mut Self::Context) -> Self::Result {
-        self.latest.get(&msg.0).cloned()
+        self.latest.get(msg.0.as_str()).map(|e| e.position.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use courier_model::position::{TimeRules, UncheckedPosition};
+
+    fn position(courier: &str, seconds_ago: i64) -> Position {
+        let now = Utc::now();
+        let unchecked = UncheckedPosition {
+            courier_id: Some(courier),
+            lat: Some(1.0),
+            lon: Some(2.0),
+            recorded_at: Some(now - chrono::TimeDelta::seconds(seconds_ago)),
+            ..UncheckedPosition::default()
+        };
+        Position::try_new(&unchecked, now, &TimeRules::default()).expect("valid position")
+    }
+
+    async fn held(tracker: &Addr<Tracker>, courier: &str) -> Option<Position> {
+        tracker
+            .send(Latest(courier.to_owned()))
+            .await
+            .expect("tracker answers")
+    }
+
+    #[actix_rt::test]
+    async fn a_full_tracker_evicts_the_courier_silent_longest() {
+        let metrics = Metrics::new();
+        let tracker = Tracker::new(Duration::from_secs(3600), 3, metrics.clone()).start();
+        for c in ["c1", "c2", "c3", "c4", "c5"] {
+            tracker.do_send(Observe(vec![position(c, 10)]));
+        }
+        // c3 sends an older fix: it is news from c3 (not evicted next), but
+        // the newer fix stays its latest position.
+        tracker.do_send(Observe(vec![position("c3", 100)]));
+        tracker.do_send(Observe(vec![position("c6", 10)]));
+        for gone in ["c1", "c2", "c4"] {
+            assert!(held(&tracker, gone).await.is_none(), "{gone} still held");
+        }
+        for kept in ["c3", "c5", "c6"] {
+            assert!(held(&tracker, kept).await.is_some(), "{kept} forgotten");
+        }
+        let c3 = held(&tracker, "c3").await.expect("c3");
+        assert!(Utc::now() - c3.recorded_at < chrono::TimeDelta::seconds(60));
+        assert_eq!(metrics.tracker_evictions.get(), 3);
+        assert_eq!(metrics.tracked_couriers.get(), 3);
+    }
+
+    #[test]
+    fn the_recency_log_stays_bounded_under_repeated_updates() {
+        let metrics = Metrics::new();
+        let mut tracker = Tracker::new(Duration::from_secs(3600), 10, metrics.clone());
+        for i in 0..10_000 {
+            tracker.observe(position(&format!("c{}", i % 4), 10));
+        }
+        assert_eq!(tracker.latest.len(), 4);
+        assert!(
+            tracker.recency.len() <= 2 * 4 + 64 + 1,
+            "{}",
+            tracker.recency.len()
+        );
+        assert_eq!(metrics.tracker_evictions.get(), 0);
     }
 }

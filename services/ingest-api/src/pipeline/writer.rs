@@ -9,6 +9,16 @@
 //! front of its queue, the sink is reset, and writing resumes. The queue lives
 //! in the actor value, which survives the restart, and the mailbox is kept by
 //! the supervisor: nothing queued is lost.
+//!
+//! A panic is different: it kills the actor with its queue, so the requests
+//! waiting on those records see their acknowledgement dropped and answer
+//! `503` (never `202`). The pipeline's watchdog notices the dead writer
+//! within [`super::WATCHDOG_EVERY`] and starts a new one in its slot
+//! (`ingest_writer_panics_total`); until then `/readyz` reports it.
+//!
+//! A record that the stream puts on another shard than the one its batcher
+//! was routed to means the shard map is stale (a reshard): the writer counts
+//! it and asks the pipeline to reload the shard map at once.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -19,6 +29,7 @@ use actix::prelude::*;
 use courier_model::stream::{OutRecord, PutOutcome, StreamError, StreamSink, limits};
 use parking_lot::Mutex;
 use rand::Rng;
+use tokio::sync::Notify;
 
 use super::ack::{Ack, WriteError};
 use super::budget::Permit;
@@ -36,6 +47,8 @@ pub struct WriteRecord {
     pub permits: Vec<Permit>,
     /// Give up after this instant.
     pub deadline: Instant,
+    /// The shard the routing table chose for it (`None`: not checked).
+    pub shard_id: Option<Arc<str>>,
 }
 
 impl Message for WriteRecord {
@@ -58,13 +71,19 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// Full-jitter exponential backoff for attempt `n` (1-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base
+    /// The un-jittered ceiling of attempt `n` (1-based): `base * 2^(n-1)`,
+    /// capped at `max`, and at least 1 ms.
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        self.base
             .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-            .min(self.max);
-        let millis = exp.as_millis().max(1) as u64;
+            .min(self.max)
+            .max(Duration::from_millis(1))
+    }
+
+    /// Full-jitter exponential backoff for attempt `n` (1-based): uniform in
+    /// 1 ms ..= [`RetryPolicy::ceiling`].
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let millis = self.ceiling(attempt).as_millis().max(1) as u64;
         Duration::from_millis(rand::rng().random_range(1..=millis))
     }
 }
@@ -129,6 +148,9 @@ pub struct Writer {
     metrics: Metrics,
     health: Arc<SinkHealth>,
     resetting: bool,
+    stale_routes: Option<Arc<Notify>>,
+    #[cfg(any(test, feature = "test-hooks"))]
+    panic_next: Option<Arc<AtomicBool>>,
 }
 
 impl Writer {
@@ -150,7 +172,24 @@ impl Writer {
             metrics,
             health,
             resetting: false,
+            stale_routes: None,
+            #[cfg(any(test, feature = "test-hooks"))]
+            panic_next: None,
         }
+    }
+
+    /// Notifies `stale` when a record lands on another shard than routed.
+    pub fn with_stale_routes(mut self, stale: Arc<Notify>) -> Self {
+        self.stale_routes = Some(stale);
+        self
+    }
+
+    /// Test hook: when `flag` is set, the next record this writer receives
+    /// makes it panic (the flag is cleared).
+    #[cfg(any(test, feature = "test-hooks"))]
+    pub fn with_panic_hook(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.panic_next = Some(flag);
+        self
     }
 
     fn succeed(&self, pending: Pending) {
@@ -260,9 +299,20 @@ impl Writer {
             Ok(outcomes) => {
                 self.health.record_success();
                 let mut failed = 0;
+                let mut misrouted = 0u64;
                 for (pending, outcome) in batch.into_iter().zip(outcomes) {
                     match outcome {
-                        PutOutcome::Written { .. } => self.succeed(pending),
+                        PutOutcome::Written { ref shard_id, .. } => {
+                            if pending
+                                .write
+                                .shard_id
+                                .as_deref()
+                                .is_some_and(|routed| routed != shard_id.as_str())
+                            {
+                                misrouted += 1;
+                            }
+                            self.succeed(pending);
+                        }
                         PutOutcome::Failed {
                             ref code,
                             ref message,
@@ -274,6 +324,16 @@ impl Writer {
                             let reason = format!("{code}: {message}");
                             self.retry_or_give_up(pending, &reason, now);
                         }
+                    }
+                }
+                if misrouted > 0 {
+                    self.metrics.misrouted_records.inc_by(misrouted);
+                    tracing::debug!(
+                        records = misrouted,
+                        "records landed on another shard than routed: the shard map is stale (reshard); reloading it"
+                    );
+                    if let Some(stale) = &self.stale_routes {
+                        stale.notify_one();
                     }
                 }
                 let result = if failed == 0 { "ok" } else { "partial" };
@@ -368,6 +428,14 @@ impl Handler<WriteRecord> for Writer {
             attempts: 0,
             not_before: Instant::now(),
         });
+        #[cfg(any(test, feature = "test-hooks"))]
+        if self
+            .panic_next
+            .as_ref()
+            .is_some_and(|flag| flag.swap(false, Ordering::AcqRel))
+        {
+            panic!("injected writer panic (test hook)");
+        }
         if self.inflight.len() < self.concurrency {
             self.pump(ctx);
         }
@@ -440,6 +508,7 @@ mod tests {
             acks: vec![ack],
             permits: budget.try_acquire(1, 10).into_iter().collect(),
             deadline: Instant::now() + Duration::from_secs(10),
+            shard_id: None,
         };
         (write, rx)
     }
@@ -505,15 +574,86 @@ mod tests {
         assert_eq!(data.len(), 50, "every record written exactly as sent");
     }
 
+    /// A record the stream puts on another shard than routed (a stale shard
+    /// map) is counted and wakes the shard-map reload; one on its shard is not.
+    #[actix_rt::test]
+    async fn a_record_on_another_shard_than_routed_asks_for_a_shard_map_reload() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let local = LocalStream::open(
+            dir.path(),
+            "s",
+            LocalOptions {
+                shards: 1,
+                ..LocalOptions::default()
+            },
+        )
+        .expect("open");
+        let only_shard = local.shard_map().await.expect("map").shards()[0]
+            .shard_id
+            .clone();
+        let metrics = Metrics::new();
+        let budget = Budget::new(1000, 100_000, metrics.clone());
+        let stale = Arc::new(Notify::new());
+        let writer = Writer::new(
+            Arc::new(local),
+            1,
+            RetryPolicy {
+                base: Duration::from_millis(5),
+                max: Duration::from_millis(20),
+            },
+            metrics.clone(),
+            Arc::new(SinkHealth::default()),
+        )
+        .with_stale_routes(Arc::clone(&stale));
+        let addr = Supervisor::start(|_| writer);
+
+        let (mut write, rx) = record(0, &budget);
+        write.shard_id = Some(Arc::from(only_shard.as_str()));
+        addr.do_send(write);
+        assert_eq!(rx.await, Ok(Ok(())));
+        assert_eq!(metrics.misrouted_records.get(), 0);
+
+        let (mut write, rx) = record(1, &budget);
+        write.shard_id = Some(Arc::from("shardId-000000000007"));
+        addr.do_send(write);
+        assert_eq!(rx.await, Ok(Ok(())), "a misrouted record is still written");
+        assert_eq!(metrics.misrouted_records.get(), 1);
+        tokio::time::timeout(Duration::from_secs(5), stale.notified())
+            .await
+            .expect("the reload was asked for");
+    }
+
     #[test]
     fn backoff_grows_and_is_capped() {
         let policy = RetryPolicy {
             base: Duration::from_millis(50),
             max: Duration::from_millis(400),
         };
+        // The ceiling doubles with each attempt until the cap, then stays.
+        let ceilings: Vec<u128> = (1..=8).map(|a| policy.ceiling(a).as_millis()).collect();
+        assert_eq!(ceilings, [50, 100, 200, 400, 400, 400, 400, 400]);
+        assert_eq!(policy.ceiling(u32::MAX), Duration::from_millis(400));
+        // Every jittered delay lies within 1 ms ..= its attempt's ceiling, and
+        // the delays of a later attempt reach beyond an earlier ceiling (with
+        // 200 uniform draws from 1..=400 ms, all of them at most 200 ms has a
+        // probability of 2^-200).
         for attempt in 1..20 {
-            let d = policy.delay(attempt);
-            assert!(d >= Duration::from_millis(1) && d <= Duration::from_millis(400));
+            let ceiling = policy.ceiling(attempt);
+            let draws: Vec<Duration> = (0..200).map(|_| policy.delay(attempt)).collect();
+            for d in &draws {
+                assert!(
+                    *d >= Duration::from_millis(1) && *d <= ceiling,
+                    "attempt {attempt}: {d:?} outside 1 ms ..= {ceiling:?}"
+                );
+            }
+            if attempt >= 2 {
+                let previous = policy.ceiling(attempt - 1);
+                let longest = draws.iter().max().copied().unwrap_or_default();
+                assert!(
+                    attempt > 4 || longest > previous,
+                    "attempt {attempt}: no delay beyond the previous ceiling {previous:?}"
+                );
+            }
         }
     }
 }
