@@ -82,7 +82,7 @@ run "ingest" {
 
   # Autoscaling on requests per target, sized from measured capacity.
   assert {
-    condition     = aws_appautoscaling_policy.requests.target_tracking_scaling_policy_configuration[0].predefined_metric_specification[0].predefined_metric_type == "ALBRequestCountPerTarget"
+    condition     = aws_appautoscaling_policy.requests[0].target_tracking_scaling_policy_configuration[0].predefined_metric_specification[0].predefined_metric_type == "ALBRequestCountPerTarget"
     error_message = "the service scales on ALBRequestCountPerTarget"
   }
 }

@@ -185,6 +185,12 @@ variable "desired_count" {
   default     = 2
 }
 
+variable "enable_autoscaling" {
+  description = "Target-tracking autoscaling of the service (CPU and requests per target). Always true in the environments; false only where the API lacks it (tests/infra/moto_apply: moto has no ListTagsForResource for Application Auto Scaling)."
+  type        = bool
+  default     = true
+}
+
 variable "min_capacity" {
   description = "Lower bound of the service autoscaling."
   type        = number

@@ -248,6 +248,8 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "lake" {
 }
 
 resource "aws_s3_bucket_logging" "lake" {
+  count = var.s3_access_logging ? 1 : 0
+
   bucket        = aws_s3_bucket.lake.id
   target_bucket = aws_s3_bucket.logs.id
   target_prefix = "${local.s3_access_logs_prefix}/${local.lake_bucket}/"
@@ -345,6 +347,8 @@ data "aws_iam_policy_document" "lake" {
 }
 
 resource "aws_s3_bucket_policy" "lake" {
+  count = var.tls_only_policy ? 1 : 0
+
   bucket = aws_s3_bucket.lake.id
   policy = data.aws_iam_policy_document.lake.json
 

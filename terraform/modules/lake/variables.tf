@@ -113,6 +113,18 @@ variable "access_logs_expiration_days" {
   }
 }
 
+variable "s3_access_logging" {
+  description = "Server access logging of the lake bucket into the logs bucket. Always true in the environments; false only where the API cannot take it (tests/infra/moto_apply: moto_server's PutBucketLogging never completes)."
+  type        = bool
+  default     = true
+}
+
+variable "tls_only_policy" {
+  description = "The lake bucket policy that denies requests without TLS 1.2+. Always true in the environments; false only for tests/infra/moto_apply (moto_server applies a Deny statement without evaluating its condition, so it would deny every request)."
+  type        = bool
+  default     = true
+}
+
 variable "force_destroy" {
   description = "Allow terraform destroy to delete non-empty buckets. Keep false outside throw-away environments."
   type        = bool

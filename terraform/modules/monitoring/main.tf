@@ -188,13 +188,14 @@ resource "aws_cloudwatch_event_target" "compactor_failed" {
 
 # `compactor run` prints one JSON report line on stdout when it finishes
 # without error (exit 0), e.g. {"stream":"...","run":42,"committed":true,
-# "rows_written":1200,"table_version":43,...}; its JSON logs on stderr nest
-# their fields under "fields", so only the report has a top-level
-# table_version. Both streams land in the compactor's log group.
+# "rows_written":1200,"table_version":43,...}. Its JSON logs (stderr, same
+# log group) are flat too, and "compactor run started" carries run and
+# table_version, but no log line has rows_written: only the report matches.
+# tests/infra/moto_apply checks this against the real binary's output.
 resource "aws_cloudwatch_log_metric_filter" "compactor_runs" {
   name           = "${var.name}-compactor-successful-runs"
   log_group_name = var.compactor_log_group_name
-  pattern        = "{ ($.run >= 0) && ($.table_version >= 0) }"
+  pattern        = "{ ($.rows_written >= 0) && ($.table_version >= 0) }"
 
   metric_transformation {
     namespace = var.lake_metrics_namespace
@@ -207,7 +208,7 @@ resource "aws_cloudwatch_log_metric_filter" "compactor_runs" {
 resource "aws_cloudwatch_log_metric_filter" "compactor_rows" {
   name           = "${var.name}-compactor-rows-written"
   log_group_name = var.compactor_log_group_name
-  pattern        = "{ ($.run >= 0) && ($.table_version >= 0) }"
+  pattern        = "{ ($.rows_written >= 0) && ($.table_version >= 0) }"
 
   metric_transformation {
     namespace = var.lake_metrics_namespace
