@@ -17,11 +17,15 @@ ecr_images_to_keep          = 10
 
 alb_deletion_protection = false
 enable_waf              = true
-ingest_cpu              = 256
-ingest_memory           = 512
-ingest_desired_count    = 1
-ingest_min_capacity     = 1
-ingest_max_capacity     = 2
+# Sizes below follow from the capacity model for 1,000 couriers sending a
+# fix every 5 s, one per request: scripts/capacity.py --env dev
+# (tests/infra/test_capacity.py fails when they drift apart).
+ingest_requests_per_target = 100406
+ingest_cpu                 = 256
+ingest_memory              = 512
+ingest_desired_count       = 1
+ingest_min_capacity        = 1
+ingest_max_capacity        = 2
 
 compactor_cpu    = 1024
 compactor_memory = 2048

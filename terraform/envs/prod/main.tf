@@ -70,6 +70,7 @@ module "ingest" {
   desired_count           = var.ingest_desired_count
   min_capacity            = var.ingest_min_capacity
   max_capacity            = var.ingest_max_capacity
+  requests_per_target     = var.ingest_requests_per_target
   extra_environment       = var.ingest_extra_environment
   log_retention_days      = var.log_retention_days
   stream_name             = module.stream.stream_name

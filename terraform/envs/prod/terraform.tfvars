@@ -9,7 +9,7 @@ single_nat_gateway = false
 log_retention_days = 365
 
 stream_mode            = "PROVISIONED"
-stream_shard_count     = 4
+stream_shard_count     = 1 # scripts/capacity.py --env prod
 stream_retention_hours = 168
 
 dead_letter_expiration_days = 90
@@ -18,14 +18,18 @@ ecr_images_to_keep          = 50
 
 alb_deletion_protection = true
 enable_waf              = true
-ingest_cpu              = 1024
-ingest_memory           = 2048
-ingest_desired_count    = 3
-ingest_min_capacity     = 3
-ingest_max_capacity     = 12
+# Sizes below follow from the capacity model for 20,000 couriers sending a
+# fix every 5 s, one per request: scripts/capacity.py --env prod
+# (tests/infra/test_capacity.py fails when they drift apart).
+ingest_requests_per_target = 401625
+ingest_cpu                 = 1024
+ingest_memory              = 2048
+ingest_desired_count       = 2
+ingest_min_capacity        = 2
+ingest_max_capacity        = 3
 
-compactor_cpu    = 2048
-compactor_memory = 8192
+compactor_cpu    = 1024
+compactor_memory = 2048
 
 redshift_base_capacity = 32
 redshift_max_capacity  = 128

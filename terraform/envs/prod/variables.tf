@@ -150,6 +150,11 @@ variable "ingest_max_capacity" {
   type        = number
 }
 
+variable "ingest_requests_per_target" {
+  description = "ALBRequestCountPerTarget (requests per task per minute) the autoscaling keeps: half a task's measured capacity, from scripts/capacity.py."
+  type        = number
+}
+
 variable "ingest_extra_environment" {
   description = "Extra non-secret environment variables of the ingest-api container (e.g. RUST_LOG)."
   type        = map(string)
