@@ -9,11 +9,11 @@ CARGO ?= cargo
 TOOLS := .tools
 TEST_VENV := $(TOOLS)/test-venv
 
-.PHONY: help demo test tools build lint fmt test-rust test-demo test-browser test-airflow test-infra bench-ingest bench-compactor clean
+.PHONY: help demo test tools build lint fmt test-rust test-demo test-browser test-airflow test-infra test-infra-moto bench-ingest bench-compactor clean
 
 help:
 	@echo "make demo          run the ingestion path end to end on the embedded local stream"
-	@echo "make test          lint, then every test (Rust, Kinesis via moto_server, Terraform checks)"
+	@echo "make test          lint, then every test (Rust, Kinesis via moto_server, Terraform checks and apply against moto_server)"
 	@echo "make bench-ingest  ingestion benchmark (release build; numbers go in docs/performance.md)"
 	@echo "make bench-compactor  compactor benchmark (release build)"
 	@echo "make tools         install the Python test tools into $(TOOLS)/"
@@ -65,7 +65,13 @@ test-infra: tools
 	@echo "hadolint: Dockerfiles clean"
 	$(TEST_VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 
-test: lint test-rust test-demo test-browser test-airflow test-infra
+# Terraform applied for real against moto_server (tests/infra/moto_apply, ~3 min):
+# the modules moto can emulate, then target/debug/ingest-api and compactor on what
+# apply created (built by test-rust), then terraform destroy.
+test-infra-moto: test-rust
+	tests/infra/moto_apply/run.sh
+
+test: lint test-rust test-demo test-browser test-airflow test-infra test-infra-moto
 	@echo "make test: all checks passed"
 
 bench-ingest:
