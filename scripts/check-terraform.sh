@@ -72,8 +72,26 @@ for env in dev prod; do
   fi
   log "terraform validate ($env)"
   terraform -chdir="$dir" validate -no-color || failed+=("validate $env")
+done
+
+# The two environments' tests are independent (own data directory, in-memory
+# state): run them side by side, then show each one's output.
+declare -A test_pids=()
+for env in dev prod; do
+  [[ -d "$ROOT/.tools/terraform/data-$env/providers" ]] || continue
+  TF_DATA_DIR="$ROOT/.tools/terraform/data-$env" terraform -chdir="$ROOT/terraform/envs/$env" test -no-color \
+    >"$ROOT/.tools/terraform/test-$env.log" 2>&1 &
+  test_pids[$env]=$!
+done
+for env in dev prod; do
+  [[ -n "${test_pids[$env]:-}" ]] || continue
   log "terraform test ($env: plan and apply against mock_provider \"aws\")"
-  terraform -chdir="$dir" test -no-color || failed+=("test $env")
+  if wait "${test_pids[$env]}"; then
+    grep -v '^  - ' "$ROOT/.tools/terraform/test-$env.log"
+  else
+    cat "$ROOT/.tools/terraform/test-$env.log"
+    failed+=("test $env")
+  fi
 done
 unset TF_DATA_DIR
 
