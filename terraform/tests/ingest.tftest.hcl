@@ -86,3 +86,34 @@ run "ingest" {
     error_message = "the service scales on ALBRequestCountPerTarget"
   }
 }
+
+# The precondition refuses a keep-alive that does not outlast the idle timeout.
+run "keep_alive_not_longer_than_idle_timeout_is_refused" {
+  command = plan
+
+  module {
+    source = "../../modules/ingest"
+  }
+
+  variables {
+    keep_alive_seconds   = 60
+    idle_timeout_seconds = 60
+  }
+
+  expect_failures = [aws_lb.this]
+}
+
+# /metrics (and /readyz, /openapi.json) can never be made public by accident.
+run "metrics_path_cannot_be_public" {
+  command = plan
+
+  module {
+    source = "../../modules/ingest"
+  }
+
+  variables {
+    public_paths = ["/v1/*", "/metrics"]
+  }
+
+  expect_failures = [var.public_paths]
+}

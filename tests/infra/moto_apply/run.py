@@ -476,6 +476,9 @@ def main() -> int:
     try:
         moto = Moto(workdir)
         log(f"moto_server on {moto.endpoint}, work directory {workdir}")
+        log("applied for real: network, stream, lake, registry, ingest, compactor, monitoring; "
+            "not applied (no moto support, covered by the mocked plan and apply of terraform/tests): "
+            "warehouse (Redshift Serverless), orchestration (MWAA)")
         cert, key = self_signed_certificate(workdir)
         terraform = Terraform(workdir, moto.endpoint, cert, key)
         terraform.init()
