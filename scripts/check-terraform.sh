@@ -3,7 +3,7 @@
 #
 #   1. checkov               zero failed checks (skips only inline, with a reason)
 #   2. pytest structural     tests/infra/test_terraform.py (python-hcl2)
-#   3. terraform fmt -check
+#   3. terraform fmt -check     terraform/ and tests/infra/moto_apply/
 #   4. per environment (dev, prod):
 #        terraform init -backend=false -lockfile=readonly   provider from the
 #            machine's filesystem mirror; the committed .terraform.lock.hcl
@@ -53,10 +53,10 @@ fi
 log "terraform fmt -check"
 source "$ROOT/tests/infra/lib/terraform-mirror.sh"
 tf_use_mirror "$ROOT"
-if terraform fmt -check -recursive terraform; then
+if terraform fmt -check -recursive terraform && terraform fmt -check -recursive tests/infra/moto_apply; then
   echo "terraform fmt: all files formatted"
 else
-  echo "terraform fmt: the files above need 'terraform fmt -recursive terraform'" >&2
+  echo "terraform fmt: the files above need 'terraform fmt -recursive <dir>'" >&2
   failed+=("terraform fmt")
 fi
 
