@@ -29,8 +29,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 cargo_fuzz="$(scripts/ensure-cargo-fuzz.sh)"
 export RUSTC_BOOTSTRAP=1 CARGO_INCREMENTAL=0
-# The harness of local_frame_reader writes segment files under TMPDIR.
-tmp_root="$PWD/fuzz/target/tmp"
+# The harness of local_frame_reader writes segment files under TMPDIR: in
+# memory where the machine has /dev/shm (the writer's fsyncs cost nothing
+# there, which makes that target several times faster).
+if [[ -d /dev/shm && -w /dev/shm ]]; then
+  tmp_root=/dev/shm/courier-fuzz
+else
+  tmp_root="$PWD/fuzz/target/tmp"
+fi
 
 build_flags() {
   case "${FUZZ_BUILD:-$1}" in

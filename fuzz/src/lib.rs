@@ -24,14 +24,47 @@ use ingest_api::payload::{Envelope, parse_body};
 /// Decodes `data` as one stream record, the way the compactor does
 /// (`decode_record`: the fast decoder of our own containers, else the generic
 /// reader), then validates every datum; and through the generic reader alone.
+///
+/// Then, so the fuzzer reaches the datums behind a valid header, sync marker
+/// and compression: when `data` is `codec: u8, count: u64 LE, datums...`, our
+/// own encoder wraps those datums, with that count (any count, also one the
+/// datums cannot hold), in a record of that codec, which is decoded the same
+/// way.
 pub fn record_decoder(data: &[u8]) {
+    decode(data);
+    if let [codec, rest @ ..] = data
+        && let Some((count, datums)) = rest.split_first_chunk::<8>()
+    {
+        let codec = [Codec::Null, Codec::Snappy, Codec::Zstandard][usize::from(*codec % 3)];
+        let count = u64::from_le_bytes(*count) as usize;
+        let record = ENCODERS.with_borrow_mut(|encoders| {
+            encoders
+                .iter_mut()
+                .find(|e| e.codec() == codec)
+                .expect("an encoder per codec")
+                .encode(datums, count)
+        });
+        decode(&record);
+    }
+}
+
+thread_local! {
+    static ENCODERS: std::cell::RefCell<Vec<RecordEncoder>> = std::cell::RefCell::new(
+        [Codec::Null, Codec::Snappy, Codec::Zstandard]
+            .into_iter()
+            .map(RecordEncoder::new)
+            .collect(),
+    );
+}
+
+fn decode(record: &[u8]) {
     let rules = TimeRules::default();
-    if let Ok(datums) = decode_record(data) {
+    if let Ok(datums) = decode_record(record) {
         for datum in datums.into_iter().flatten() {
             let _ = datum.validate(&rules);
         }
     }
-    let _ = decode_record_generic(data);
+    let _ = decode_record_generic(record);
 }
 
 // --- local_frame_reader -----------------------------------------------------
@@ -137,8 +170,8 @@ fn frames_from_chunks(mut rest: &[u8]) -> Vec<u8> {
 }
 
 /// The directory the harness rewrites for every input: one per process,
-/// under `TMPDIR` (scripts/fuzz.sh points that into fuzz/target and removes
-/// it after the run).
+/// under `TMPDIR` (scripts/fuzz.sh points that at a directory of its own, in
+/// memory where it can, and removes it after the run).
 fn local_base() -> &'static Path {
     static BASE: OnceLock<PathBuf> = OnceLock::new();
     BASE.get_or_init(|| std::env::temp_dir().join(format!("courier-fuzz-{}", std::process::id())))
@@ -324,6 +357,15 @@ pub fn seed_record(codec: Codec, count: usize) -> Vec<u8> {
 
 fn record_seeds() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
+    // The structured form: codec, count, datums.
+    for (codec, count) in [(0u8, 1usize), (1, 2), (2, 3)] {
+        let mut input = vec![codec];
+        input.extend_from_slice(&(count as u64).to_le_bytes());
+        for i in 0..count {
+            encode_datum(&seed_position(i, i % 2 == 1), &mut input);
+        }
+        out.push((format!("datums-{codec}-{count}.bin"), input));
+    }
     for codec in [Codec::Null, Codec::Snappy, Codec::Zstandard] {
         for count in [1, 3] {
             out.push((
