@@ -508,3 +508,85 @@ impl Pipeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use courier_model::position::{TimeRules, UncheckedPosition};
+    use courier_model::stream::local::{LocalOptions, LocalStream};
+
+    fn position(courier: &str) -> Position {
+        let now = chrono::Utc::now();
+        let unchecked = UncheckedPosition {
+            courier_id: Some(courier),
+            lat: Some(1.0),
+            lon: Some(2.0),
+            recorded_at: Some(now),
+            ..UncheckedPosition::default()
+        };
+        Position::try_new(&unchecked, now, &TimeRules::default()).expect("valid position")
+    }
+
+    /// Without the watchdog running, a writer that panicked stays dead: the
+    /// pipeline reports it (what `/readyz` shows as `writers_running`), the
+    /// write it held fails, and `restart_dead_writers` puts a new writer in
+    /// its slot, through which the batchers write again.
+    #[actix_rt::test]
+    async fn a_dead_writer_is_reported_and_replaced_in_its_slot() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let sink = LocalStream::open(dir.path(), "s", LocalOptions::default()).expect("open");
+        let metrics = Metrics::new();
+        let pipeline = Pipeline::start(
+            Arc::new(sink),
+            PipelineOptions {
+                limits: BatchLimits {
+                    max_bytes: 64 * 1024,
+                    max_positions: 100,
+                    linger: Duration::from_millis(1),
+                },
+                codec: Codec::Null,
+                writers: 1,
+                writer_concurrency: 1,
+                retry: RetryPolicy {
+                    base: Duration::from_millis(5),
+                    max: Duration::from_millis(20),
+                },
+                write_timeout: Duration::from_secs(5),
+                max_inflight_positions: 1000,
+                max_inflight_bytes: 1 << 20,
+                tracker_shards: 1,
+                tracker_ttl: Duration::from_secs(60),
+                tracker_max_couriers: 10,
+                actor_threads: 1,
+                stream_buffer: 16,
+            },
+            metrics.clone(),
+        );
+        pipeline.refresh(true).await.expect("local stream");
+        assert!(pipeline.writers_alive());
+        assert_eq!(pipeline.restart_dead_writers(), 0);
+
+        pipeline.inject_writer_panic();
+        let result = pipeline.write(&[position("c1")]).await;
+        assert!(
+            matches!(result, Err(SubmitError::Write(WriteError::Dropped))),
+            "{result:?}"
+        );
+        // The writer's mailbox closes as its task is dropped, on its own
+        // thread: wait for it (bounded).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pipeline.writers_alive() || pipeline.budget().positions_in_use() > 0 {
+            assert!(Instant::now() < deadline, "the dead writer never showed");
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+
+        assert_eq!(pipeline.restart_dead_writers(), 1);
+        assert!(pipeline.writers_alive());
+        assert_eq!(metrics.writer_panics.get(), 1);
+        pipeline
+            .write(&[position("c2")])
+            .await
+            .expect("written through the new writer");
+        pipeline.stop();
+    }
+}
