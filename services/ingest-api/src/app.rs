@@ -114,8 +114,8 @@ impl Application {
                 max_inflight_positions: settings.max_inflight_positions,
                 max_inflight_bytes: settings.max_inflight_bytes,
                 tracker_shards: settings.tracker_shards,
-                tracker_max_couriers: settings.tracker_max_couriers,
                 tracker_ttl: Duration::from_secs(settings.tracker_ttl_secs),
+                tracker_max_couriers: settings.tracker_max_couriers,
                 actor_threads: 0,
                 stream_buffer: settings.stream_buffer,
             },
@@ -146,8 +146,8 @@ impl Application {
         })
         .listen(listener)?
         .disable_signals()
-        .keep_alive(settings.keep_alive())
         .shutdown_timeout(settings.shutdown_grace_secs)
+        .keep_alive(settings.keep_alive())
         .backlog(4096)
         .max_connections(50_000);
         if settings.http_workers > 0 {
@@ -233,6 +233,7 @@ async fn shutdown(handle: ServerHandle, pipeline: &Pipeline, grace: Duration) {
             "grace period ended with positions still unwritten; none of them was acknowledged with 202"
         );
     }
+}
 
 #[cfg(test)]
 mod tests {
@@ -361,5 +362,4 @@ mod tests {
             "only the acknowledged position is in the stream"
         );
     }
-}
 }

@@ -101,11 +101,11 @@ pub struct Settings {
     pub tracker_shards: usize,
     /// Forget a courier's latest position after this many seconds without news.
     pub tracker_ttl_secs: u64,
-    /// Live stream (`GET /v1/positions/stream`): events kept for a slow
-    /// viewer before it skips ahead.
     /// Couriers whose latest position is held, at most, over all tracker
     /// shards; beyond it, the courier silent longest is forgotten.
     pub tracker_max_couriers: usize,
+    /// Live stream (`GET /v1/positions/stream`): events kept for a slow
+    /// viewer before it skips ahead.
     pub stream_buffer: usize,
     /// Log format.
     pub log_format: LogFormat,
@@ -116,9 +116,9 @@ impl Default for Settings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             http_workers: 0,
+            keep_alive_secs: 75,
             sink: SinkKind::Local,
             data_dir: PathBuf::from("data"),
-            keep_alive_secs: 75,
             stream_name: "courier-positions".into(),
             local_shards: 4,
             local_segment_bytes: 64 * 1024 * 1024,
@@ -145,9 +145,9 @@ impl Default for Settings {
             shutdown_grace_secs: 25,
             tracker_shards: 4,
             tracker_ttl_secs: 24 * 3600,
+            tracker_max_couriers: 500_000,
             stream_buffer: 4096,
             log_format: LogFormat::Text,
-            tracker_max_couriers: 500_000,
         }
     }
 }
@@ -212,12 +212,12 @@ impl Settings {
                 "must be at least 1".into(),
             ),
             (
-                "write_timeout_ms",
-            (
                 "tracker_max_couriers",
                 self.tracker_max_couriers >= 1,
                 "must be at least 1".into(),
             ),
+            (
+                "write_timeout_ms",
                 self.write_timeout_ms >= 100,
                 "must be at least 100".into(),
             ),
@@ -251,8 +251,6 @@ impl Settings {
         Duration::from_millis(self.write_timeout_ms)
     }
 
-    /// The shutdown grace period.
-    pub fn shutdown_grace(&self) -> Duration {
     /// The HTTP keep-alive of idle connections.
     pub fn keep_alive(&self) -> actix_web::http::KeepAlive {
         match self.keep_alive_secs {
@@ -261,6 +259,8 @@ impl Settings {
         }
     }
 
+    /// The shutdown grace period.
+    pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
 }
@@ -327,13 +327,13 @@ pub struct ServeArgs {
     #[arg(long, env = "INGEST_HTTP_WORKERS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_workers: Option<usize>,
-    /// Stream sink [default: local].
-    #[arg(long, env = "INGEST_SINK", value_enum)]
     /// Seconds an idle keep-alive connection stays open, 0 for none;
     /// keep it above the load balancer's idle timeout (ALB: 60) [default: 75].
     #[arg(long, env = "INGEST_KEEP_ALIVE_SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_alive_secs: Option<u64>,
+    /// Stream sink [default: local].
+    #[arg(long, env = "INGEST_SINK", value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sink: Option<SinkKind>,
     /// Data directory of the local stream [default: data].
@@ -444,14 +444,14 @@ pub struct ServeArgs {
     #[arg(long, env = "INGEST_TRACKER_TTL_SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracker_ttl_secs: Option<u64>,
-    /// Live stream events kept for a slow viewer before it skips ahead [default: 4096].
-    #[arg(long, env = "INGEST_STREAM_BUFFER")]
-    #[serde(skip_serializing_if = "Option::is_none")]
     /// Couriers whose latest position is held, at most; beyond it the one
     /// silent longest is forgotten [default: 500000].
     #[arg(long, env = "INGEST_TRACKER_MAX_COURIERS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracker_max_couriers: Option<usize>,
+    /// Live stream events kept for a slow viewer before it skips ahead [default: 4096].
+    #[arg(long, env = "INGEST_STREAM_BUFFER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_buffer: Option<usize>,
     /// Log format: text or json [default: text]. Levels: RUST_LOG (default info).
     #[arg(long, env = "INGEST_LOG_FORMAT", value_enum)]
