@@ -67,6 +67,11 @@ pub enum AvroError {
     /// The record is not a readable Avro object container file.
     #[error("record is not a readable Avro container: {0}")]
     Container(#[source] Box<apache_avro::Error>),
+    /// The record is one of our containers (our writer schema) but damaged or
+    /// hostile: a count or length that its bytes cannot hold, a block that
+    /// inflates past [`DecodeLimits::max_block_bytes`], a wrong sync marker.
+    #[error("record is a damaged Avro container: {0}")]
+    Damaged(String),
     /// A datum could not be read or mapped to a position.
     #[error("datum {index} cannot be decoded: {source}")]
     Datum {
@@ -318,48 +323,100 @@ impl AvroPosition {
     }
 }
 
-/// Decodes every datum of one stream record, resolving the writer schema
-/// against the current schema. A broken container fails as a whole; a datum
-/// that cannot be mapped fails alone.
-///
-/// Records written by our own encoder (the current or the previous schema,
-/// any of our codecs) take a hand-written fast path; any other record, and any
-/// record the fast path cannot read, goes through `apache-avro`'s generic
-/// reader with full schema resolution, which also produces the error.
-pub fn decode_record(record: &[u8]) -> Result<Vec<Result<AvroPosition, AvroError>>, AvroError> {
-    if let Some(positions) = fast::decode(record) {
-        return Ok(positions.into_iter().map(Ok).collect());
-    }
-    decode_record_generic(record)
+/// Bounds on what decoding one stream record may cost, whatever its bytes
+/// say: every count and length read from a record is checked against these
+/// and against the bytes that are really there before anything is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Largest decompressed size of one block (default 16 MiB: a Kinesis
+    /// record holds at most 1 MiB, and positions compress about 1.6 : 1).
+    pub max_block_bytes: usize,
 }
 
-/// [`decode_record`] through `apache-avro` only (no fast path).
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self {
+            max_block_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// The fewest bytes one datum can take: two strings of at least a length
+/// byte, two doubles, two longs of at least one byte, three union branches.
+pub const MIN_DATUM_BYTES: usize = 1 + 1 + 8 + 8 + 1 + 1 + 3;
+
+/// Decodes every datum of one stream record with the default
+/// [`DecodeLimits`]; see [`decode_record_with`].
+pub fn decode_record(record: &[u8]) -> Result<Vec<Result<AvroPosition, AvroError>>, AvroError> {
+    decode_record_with(record, &DecodeLimits::default())
+}
+
+/// Decodes every datum of one stream record, resolving the writer schema
+/// against the current schema. A broken container fails as a whole (with the
+/// reason); a datum that cannot be mapped fails alone.
+///
+/// Records written by our own encoder (the current or the previous schema,
+/// any of our codecs) take a hand-written decoder that bounds every count and
+/// length before use (datums per block against the block's bytes, the
+/// decompressed size against `limits`, varints to ten bytes); one of ours
+/// that is damaged fails with [`AvroError::Damaged`]. Any other record goes
+/// through `apache-avro`'s generic reader with full schema resolution, its
+/// allocations capped at the same size, and stops at its first bad datum.
+pub fn decode_record_with(
+    record: &[u8],
+    limits: &DecodeLimits,
+) -> Result<Vec<Result<AvroPosition, AvroError>>, AvroError> {
+    match fast::decode(record, limits) {
+        Ok(positions) => Ok(positions.into_iter().map(Ok).collect()),
+        Err(fast::Reject::Damaged(why)) => Err(AvroError::Damaged(why)),
+        Err(fast::Reject::NotOurs) => decode_record_generic(record),
+    }
+}
+
+/// The generic reader's allocation cap (apache-avro keeps one per process;
+/// the first setter wins).
+fn cap_generic_allocations() {
+    static CAP: LazyLock<usize> = LazyLock::new(|| {
+        apache_avro::util::max_allocation_bytes(DecodeLimits::default().max_block_bytes * 2)
+    });
+    LazyLock::force(&CAP);
+}
+
+/// Decodes one record with `apache-avro`'s generic reader only (no fast
+/// path). A datum the reader cannot read fails the whole record (the bytes
+/// after it are not trustworthy, and a hostile datum count must not make us
+/// collect errors forever); a datum read but not mappable to a position
+/// fails alone.
 pub fn decode_record_generic(
     record: &[u8],
 ) -> Result<Vec<Result<AvroPosition, AvroError>>, AvroError> {
+    cap_generic_allocations();
     let reader = apache_avro::Reader::builder(record)
         .reader_schema(schema())
         .build()
         .map_err(|e| AvroError::Container(Box::new(e)))?;
-    Ok(reader
-        .enumerate()
-        .map(|(index, value)| {
-            value
-                .and_then(|v| apache_avro::from_value::<AvroPosition>(&v))
-                .map_err(|source| AvroError::Datum {
-                    index,
-                    source: Box::new(source),
-                })
-        })
-        .collect())
+    let mut out = Vec::new();
+    for (index, value) in reader.enumerate() {
+        let value = value.map_err(|e| AvroError::Container(Box::new(e)))?;
+        out.push(
+            apache_avro::from_value::<AvroPosition>(&value).map_err(|source| AvroError::Datum {
+                index,
+                source: Box::new(source),
+            }),
+        );
+    }
+    Ok(out)
 }
 
-/// The fast path of [`decode_record`]: our own containers, read without the
-/// generic `Value` tree (which allocates every field name of every datum).
 mod fast {
     use std::sync::LazyLock;
 
-    use super::{AvroPosition, SCHEMA_V1_JSON, strip_docs, writer_schema_json};
+    use std::borrow::Cow;
+    use std::io::Read as _;
+
+    use super::{
+        AvroPosition, DecodeLimits, MIN_DATUM_BYTES, SCHEMA_V1_JSON, strip_docs, writer_schema_json,
+    };
 
     /// The header schema text of the previous version, as our encoder wrote it.
     pub(super) static V1_WRITER_SCHEMA: LazyLock<String> = LazyLock::new(|| {
@@ -381,6 +438,10 @@ mod fast {
 
         fn done(&self) -> bool {
             self.at >= self.data.len()
+        }
+
+        fn remaining(&self) -> usize {
+            self.data.len().saturating_sub(self.at)
         }
 
         fn long(&mut self) -> Option<i64> {
@@ -426,13 +487,99 @@ mod fast {
         }
     }
 
-    /// The positions of one of our containers, or `None` when the record is
-    /// not one (another writer schema or codec) or is damaged.
-    pub(super) fn decode(record: &[u8]) -> Option<Vec<AvroPosition>> {
+    /// Why the fast decoder did not produce positions.
+    #[derive(Debug)]
+    pub(super) enum Reject {
+        /// Not one of our containers (another writer schema or codec, or no
+        /// container at all): the generic reader decides.
+        NotOurs,
+        /// One of ours, damaged or hostile, with the reason.
+        Damaged(String),
+    }
+
+    /// The positions of one of our containers. Every count and length is
+    /// checked against the bytes that are there (and the decompressed size
+    /// against `limits`) before it is used.
+    pub(super) fn decode(
+        record: &[u8],
+        limits: &DecodeLimits,
+    ) -> Result<Vec<AvroPosition>, Reject> {
         let mut c = Cursor::new(record);
-        if c.bytes(4)? != b"Obj\x01" {
-            return None;
+        if c.bytes(4) != Some(b"Obj\x01".as_slice()) {
+            return Err(Reject::NotOurs);
         }
+        let (schema, codec) = header(&mut c).ok_or(Reject::NotOurs)?;
+        let has_order_id = match schema {
+            s if s == writer_schema_json().as_bytes() => true,
+            s if s == V1_WRITER_SCHEMA.as_bytes() => false,
+            _ => return Err(Reject::NotOurs),
+        };
+        let codec = codec.unwrap_or(b"null");
+        if !matches!(codec, b"null" | b"snappy" | b"zstandard") {
+            return Err(Reject::NotOurs);
+        }
+        let damaged = |why: String| Reject::Damaged(why);
+        let sync = c
+            .bytes(16)
+            .ok_or_else(|| damaged("the header ends before its sync marker".into()))?;
+        let mut out = Vec::new();
+        let mut block = 0usize;
+        while !c.done() {
+            let count = c
+                .long()
+                .ok_or_else(|| damaged(format!("block {block}: truncated datum count")))?;
+            let size = c
+                .long()
+                .ok_or_else(|| damaged(format!("block {block}: truncated byte size")))?;
+            let (Ok(count), Ok(size)) = (usize::try_from(count), usize::try_from(size)) else {
+                return Err(damaged(format!(
+                    "block {block}: negative datum count {count} or byte size {size}"
+                )));
+            };
+            let payload = c.bytes(size).ok_or_else(|| {
+                damaged(format!(
+                    "block {block}: declares {size} bytes, only {} remain",
+                    c.remaining()
+                ))
+            })?;
+            if c.bytes(16) != Some(sync) {
+                return Err(damaged(format!(
+                    "block {block}: sync marker missing or wrong (truncated or spliced record)"
+                )));
+            }
+            let datums = inflate(codec, payload, limits)
+                .map_err(|why| damaged(format!("block {block}: {why}")))?;
+            // Bound the count by the bytes before reserving anything.
+            if count > datums.len() / MIN_DATUM_BYTES {
+                return Err(damaged(format!(
+                    "block {block}: declares {count} datums in {} bytes (at most {} fit)",
+                    datums.len(),
+                    datums.len() / MIN_DATUM_BYTES
+                )));
+            }
+            let mut d = Cursor::new(&datums);
+            out.reserve(count);
+            for index in 0..count {
+                let position = datum(&mut d, has_order_id).ok_or_else(|| {
+                    damaged(format!(
+                        "block {block}: datum {index} is truncated or malformed"
+                    ))
+                })?;
+                out.push(position);
+            }
+            if !d.done() {
+                return Err(damaged(format!(
+                    "block {block}: {} bytes after its {count} datums",
+                    d.remaining()
+                )));
+            }
+            block += 1;
+        }
+        Ok(out)
+    }
+
+    /// The header's metadata map: the writer schema and the codec.
+    fn header<'a>(c: &mut Cursor<'a>) -> Option<(&'a [u8], Option<&'a [u8]>)> {
         let (mut schema, mut codec) = (None, None);
         loop {
             let mut count = c.long()?;
@@ -443,6 +590,8 @@ mod fast {
                 count = count.checked_neg()?;
                 c.long()?; // block size in bytes
             }
+            // Each entry takes at least two bytes: a count beyond that fails
+            // on the bytes, never on an allocation.
             for _ in 0..count {
                 let key = c.sized()?;
                 let value = c.sized()?;
@@ -453,57 +602,73 @@ mod fast {
                 }
             }
         }
-        let has_order_id = match schema? {
-            s if s == writer_schema_json().as_bytes() => true,
-            s if s == V1_WRITER_SCHEMA.as_bytes() => false,
-            _ => return None,
-        };
-        let sync = c.bytes(16)?;
-        let mut out = Vec::new();
-        while !c.done() {
-            let count = usize::try_from(c.long()?).ok()?;
-            let payload = c.sized()?;
-            if c.bytes(16)? != sync {
-                return None;
-            }
-            let datums: std::borrow::Cow<'_, [u8]> = match codec.unwrap_or(b"null") {
-                b"null" => payload.into(),
-                b"snappy" => {
-                    let (compressed, crc) = payload.split_at(payload.len().checked_sub(4)?);
-                    let raw = snap::raw::Decoder::new().decompress_vec(compressed).ok()?;
-                    if crc32fast::hash(&raw).to_be_bytes() != crc {
-                        return None;
-                    }
-                    raw.into()
+        Some((schema?, codec))
+    }
+
+    /// A block's datums, decompressed, never larger than the limit.
+    fn inflate<'a>(
+        codec: &[u8],
+        payload: &'a [u8],
+        limits: &DecodeLimits,
+    ) -> Result<Cow<'a, [u8]>, String> {
+        let max = limits.max_block_bytes;
+        match codec {
+            b"snappy" => {
+                let split = payload
+                    .len()
+                    .checked_sub(4)
+                    .ok_or("snappy block shorter than its checksum")?;
+                let (compressed, crc) = payload.split_at(split);
+                let len =
+                    snap::raw::decompress_len(compressed).map_err(|e| format!("snappy: {e}"))?;
+                if len > max {
+                    return Err(format!(
+                        "snappy block declares {len} bytes, over the {max}-byte limit"
+                    ));
                 }
-                b"zstandard" => zstd::stream::decode_all(payload).ok()?.into(),
-                _ => return None,
-            };
-            let mut d = Cursor::new(&datums);
-            out.reserve(count);
-            for _ in 0..count {
-                out.push(AvroPosition {
-                    event_id: d.string()?,
-                    courier_id: d.string()?,
-                    lat: d.double()?,
-                    lon: d.double()?,
-                    recorded_at: d.long()?,
-                    received_at: d.long()?,
-                    accuracy_m: d.optional(Cursor::double)?,
-                    speed_mps: d.optional(Cursor::double)?,
-                    heading_deg: d.optional(Cursor::double)?,
-                    order_id: if has_order_id {
-                        d.optional(Cursor::string)?
-                    } else {
-                        None
-                    },
-                });
+                let raw = snap::raw::Decoder::new()
+                    .decompress_vec(compressed)
+                    .map_err(|e| format!("snappy: {e}"))?;
+                if crc32fast::hash(&raw).to_be_bytes() != crc {
+                    return Err("snappy block fails its CRC-32".into());
+                }
+                Ok(raw.into())
             }
-            if !d.done() {
-                return None;
+            b"zstandard" => {
+                let mut raw = Vec::with_capacity(payload.len().saturating_mul(4).min(max));
+                let decoder =
+                    zstd::stream::read::Decoder::new(payload).map_err(|e| format!("zstd: {e}"))?;
+                decoder
+                    .take(max as u64 + 1)
+                    .read_to_end(&mut raw)
+                    .map_err(|e| format!("zstd: {e}"))?;
+                if raw.len() > max {
+                    return Err(format!("zstd block inflates past the {max}-byte limit"));
+                }
+                Ok(raw.into())
             }
+            _ => Ok(payload.into()),
         }
-        Some(out)
+    }
+
+    /// One datum of our schema (with or without `order_id`).
+    fn datum(d: &mut Cursor<'_>, has_order_id: bool) -> Option<AvroPosition> {
+        Some(AvroPosition {
+            event_id: d.string()?,
+            courier_id: d.string()?,
+            lat: d.double()?,
+            lon: d.double()?,
+            recorded_at: d.long()?,
+            received_at: d.long()?,
+            accuracy_m: d.optional(Cursor::double)?,
+            speed_mps: d.optional(Cursor::double)?,
+            heading_deg: d.optional(Cursor::double)?,
+            order_id: if has_order_id {
+                d.optional(Cursor::string)?
+            } else {
+                None
+            },
+        })
     }
 }
 
@@ -513,6 +678,7 @@ mod tests {
     use crate::position::UncheckedPosition;
     use apache_avro::types::Value;
     use chrono::TimeDelta;
+    use std::io::Read as _;
 
     fn sample(i: usize, full: bool) -> Position {
         let now = DateTime::from_timestamp_micros(1_795_000_000_123_456).unwrap_or_default();
@@ -560,16 +726,20 @@ mod tests {
                 encode_datum(p, &mut datums);
             }
             let record = RecordEncoder::new(codec).encode(&datums, positions.len());
-            let fast = fast::decode(&record).expect("our own record takes the fast path");
+            let fast = fast::decode(&record, &DecodeLimits::default())
+                .expect("our own record takes the fast path");
             let generic: Vec<AvroPosition> = decode_record_generic(&record)
                 .expect("container")
                 .into_iter()
                 .map(|d| d.expect("datum"))
                 .collect();
             assert_eq!(fast, generic, "{codec:?}");
-            // Damage anywhere makes the fast path step aside.
+            // Damage anywhere makes the fast path refuse the record.
             for cut in [5, record.len() / 2, record.len() - 1] {
-                assert!(fast::decode(&record[..cut]).is_none(), "cut at {cut}");
+                assert!(
+                    fast::decode(&record[..cut], &DecodeLimits::default()).is_err(),
+                    "cut at {cut}"
+                );
             }
         }
     }
@@ -592,7 +762,7 @@ mod tests {
         put_long(&mut record, datum.len() as i64);
         record.extend_from_slice(&datum);
         record.extend_from_slice(&[7u8; 16]);
-        let fast = fast::decode(&record).expect("fast path");
+        let fast = fast::decode(&record, &DecodeLimits::default()).expect("fast path");
         let generic = decode_record_generic(&record).expect("container");
         assert_eq!(&fast[0], generic[0].as_ref().expect("datum"));
         assert_eq!(fast[0].order_id, None);
@@ -662,6 +832,155 @@ mod tests {
             decode_record(b"not avro at all"),
             Err(AvroError::Container(_))
         ));
+    }
+
+    /// One of our containers with `codec`, whose single block declares
+    /// `count` datums and holds `payload` (already compressed).
+    fn container(codec: Codec, count: i64, payload: &[u8]) -> Vec<u8> {
+        let encoder = RecordEncoder::new(codec);
+        let mut record = encoder.header.clone();
+        put_long(&mut record, count);
+        put_long(&mut record, payload.len() as i64);
+        record.extend_from_slice(payload);
+        record.extend_from_slice(&encoder.sync);
+        record
+    }
+
+    fn damaged(record: &[u8]) -> String {
+        match decode_record(record) {
+            Err(AvroError::Damaged(why)) => why,
+            other => panic!("expected a damaged-container error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_block_declaring_more_datums_than_its_bytes_hold_is_refused_before_any_allocation() {
+        let mut datums = Vec::new();
+        encode_datum(&sample(1, true), &mut datums);
+        // 2^40 datums: reserving room for them would ask for 152 TiB.
+        let why = damaged(&container(Codec::Null, 1 << 40, &datums));
+        assert!(why.contains("declares 1099511627776 datums in"), "{why}");
+        let why = damaged(&container(Codec::Null, -3, &datums));
+        assert!(why.contains("negative datum count"), "{why}");
+    }
+
+    #[test]
+    fn a_zstd_block_that_inflates_without_bound_is_refused_at_the_limit() {
+        // 64 MiB of zeros compress to a few KiB.
+        let bomb =
+            zstd::stream::encode_all(std::io::repeat(0).take(64 << 20), 19).expect("compress");
+        assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+        let record = container(Codec::Zstandard, 1, &bomb);
+        let why = damaged(&record);
+        assert!(
+            why.contains("inflates past the 16777216-byte limit"),
+            "{why}"
+        );
+        let small = DecodeLimits {
+            max_block_bytes: 1024,
+        };
+        assert!(matches!(
+            decode_record_with(&record, &small),
+            Err(AvroError::Damaged(_))
+        ));
+    }
+
+    #[test]
+    fn a_snappy_block_declaring_a_huge_size_is_refused_before_decompressing() {
+        // A snappy block starts with its uncompressed length: 2^31 here.
+        let mut payload = vec![0x80, 0x80, 0x80, 0x80, 0x08, 0x00];
+        payload.extend_from_slice(&[0, 0, 0, 0]); // the CRC-32
+        let why = damaged(&container(Codec::Snappy, 1, &payload));
+        assert!(why.contains("over the 16777216-byte limit"), "{why}");
+    }
+
+    #[test]
+    fn truncated_and_spliced_records_fail_with_their_reason() {
+        let positions: Vec<_> = (0..5).map(|i| sample(i, true)).collect();
+        let mut datums = Vec::new();
+        for p in &positions {
+            encode_datum(p, &mut datums);
+        }
+        let record = RecordEncoder::new(Codec::Null).encode(&datums, positions.len());
+        let header = RecordEncoder::new(Codec::Null).header_len();
+        for cut in [
+            header - 3,
+            header + 1,
+            header + 40,
+            record.len() - 20,
+            record.len() - 1,
+        ] {
+            assert!(
+                matches!(decode_record(&record[..cut]), Err(AvroError::Damaged(_))),
+                "cut at {cut}"
+            );
+        }
+        // One datum fewer than declared: the block's bytes are left over.
+        let why = damaged(&container(Codec::Null, 4, &datums));
+        assert!(why.contains("bytes after its 4 datums"), "{why}");
+        // One more than there is.
+        let why = damaged(&container(Codec::Null, 6, &datums));
+        assert!(why.contains("datum 5 is truncated or malformed"), "{why}");
+    }
+
+    #[test]
+    fn a_foreign_writers_record_with_a_hostile_count_fails_without_exhausting_memory() {
+        // Written by apache-avro itself: a schema text other than ours, so
+        // the generic reader decodes it.
+        let mut writer = apache_avro::Writer::new(schema(), Vec::new()).expect("writer");
+        let p = sample(2, true);
+        let mut record = apache_avro::types::Record::new(schema()).expect("record");
+        record.put("event_id", Value::Uuid(*p.event_id.as_uuid()));
+        record.put("courier_id", p.courier_id.as_str());
+        record.put("lat", p.lat.get());
+        record.put("lon", p.lon.get());
+        record.put(
+            "recorded_at",
+            Value::TimestampMicros(p.recorded_at.timestamp_micros()),
+        );
+        record.put(
+            "received_at",
+            Value::TimestampMicros(p.received_at.timestamp_micros()),
+        );
+        for field in ["accuracy_m", "speed_mps", "heading_deg", "order_id"] {
+            record.put(field, Value::Union(0, Box::new(Value::Null)));
+        }
+        writer.append_value(record).expect("append");
+        let bytes = writer.into_inner().expect("flush");
+        assert_eq!(decode_record(&bytes).expect("container").len(), 1);
+
+        // The block count (1, one zigzag byte 0x02) follows the header's sync marker.
+        let sync = &bytes[bytes.len() - 16..];
+        let at = bytes
+            .windows(16)
+            .position(|w| w == sync)
+            .expect("sync after the header")
+            + 16;
+        assert_eq!(bytes[at], 0x02);
+        let mut hostile = bytes[..at].to_vec();
+        put_long(&mut hostile, 1 << 40);
+        hostile.extend_from_slice(&bytes[at + 1..]);
+        assert!(matches!(
+            decode_record(&hostile),
+            Err(AvroError::Container(_))
+        ));
+    }
+
+    #[test]
+    fn the_minimum_datum_size_is_the_smallest_datum_we_can_encode() {
+        // Shortest strings, no optional field: exactly MIN_DATUM_BYTES + the
+        // bytes of the two strings (and the order_id branch).
+        let mut out = Vec::new();
+        put_str(&mut out, "");
+        put_str(&mut out, "");
+        put_double(&mut out, 0.0);
+        put_double(&mut out, 0.0);
+        put_long(&mut out, 0);
+        put_long(&mut out, 0);
+        put_opt_double(&mut out, None);
+        put_opt_double(&mut out, None);
+        put_opt_double(&mut out, None);
+        assert_eq!(out.len(), MIN_DATUM_BYTES);
     }
 
     #[test]

@@ -197,6 +197,17 @@ pub struct TimeRules {
     pub max_age: Duration,
 }
 
+impl TimeRules {
+    /// No time window at all. A position's time window is a policy of the
+    /// service that received it, applied once, at receipt (a deployment may
+    /// accept fixes days old); whatever reads the stream afterwards checks
+    /// only the structural rules, never a time window of its own.
+    pub const UNBOUNDED: Self = Self {
+        max_future: Duration::MAX,
+        max_age: Duration::MAX,
+    };
+}
+
 impl Default for TimeRules {
     fn default() -> Self {
         Self {
@@ -271,7 +282,11 @@ fn recorded_at_ok(
 ) -> Result<DateTime<Utc>, FieldError> {
     let future = TimeDelta::from_std(rules.max_future).unwrap_or(TimeDelta::MAX);
     let age = TimeDelta::from_std(rules.max_age).unwrap_or(TimeDelta::MAX);
-    if recorded_at > received_at + future {
+    // A bound beyond the representable range is no bound.
+    if received_at
+        .checked_add_signed(future)
+        .is_some_and(|latest| recorded_at > latest)
+    {
         return Err(FieldError::new(
             "recorded_at",
             format!(
@@ -280,7 +295,10 @@ fn recorded_at_ok(
             ),
         ));
     }
-    if recorded_at < received_at - age {
+    if received_at
+        .checked_sub_signed(age)
+        .is_some_and(|oldest| recorded_at < oldest)
+    {
         return Err(FieldError::new(
             "recorded_at",
             format!("must not be older than {}s", rules.max_age.as_secs()),
@@ -453,6 +471,30 @@ mod tests {
             ..TimeRules::default()
         };
         assert!(Position::try_new(&input, now(), &rules).is_ok());
+    }
+
+    #[test]
+    fn unbounded_rules_accept_any_representable_time_and_keep_every_other_rule() {
+        for recorded_at in [
+            now() - TimeDelta::days(400),
+            now() + TimeDelta::days(400),
+            DateTime::<Utc>::MIN_UTC,
+            DateTime::<Utc>::MAX_UTC,
+        ] {
+            let input = UncheckedPosition {
+                recorded_at: Some(recorded_at),
+                ..valid()
+            };
+            assert!(
+                Position::try_new(&input, now(), &TimeRules::UNBOUNDED).is_ok(),
+                "{recorded_at}"
+            );
+        }
+        let input = UncheckedPosition {
+            lat: Some(91.0),
+            ..valid()
+        };
+        assert!(Position::try_new(&input, now(), &TimeRules::UNBOUNDED).is_err());
     }
 
     #[test]
