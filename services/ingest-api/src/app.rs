@@ -29,8 +29,7 @@ pub async fn open_sink(settings: &Settings) -> anyhow::Result<Arc<dyn StreamSink
             let options = LocalOptions {
                 shards: settings.local_shards,
                 segment_bytes: settings.local_segment_bytes,
-                retention: (settings.local_retention_hours > 0)
-                    .then(|| Duration::from_secs(settings.local_retention_hours * 3600)),
+                max_bytes: (settings.local_max_bytes > 0).then_some(settings.local_max_bytes),
             };
             let stream = LocalStream::open(&settings.data_dir, &settings.stream_name, options)
                 .with_context(|| {

@@ -54,8 +54,10 @@ pub struct Settings {
     pub local_shards: usize,
     /// Local stream: roll a segment at this size.
     pub local_segment_bytes: u64,
-    /// Local stream: delete closed segments older than this many hours (0: keep).
-    pub local_retention_hours: u64,
+    /// Local stream: disk cap in bytes (0: none). Segments the compactor
+    /// committed past are deleted by the compactor; over the cap, the oldest
+    /// unread ones are deleted too (data loss: an error log and a metric).
+    pub local_max_bytes: u64,
     /// File of API keys, one `NAME:SHA256_HEX[:REQUESTS_PER_SECOND]` per line.
     pub api_keys_file: Option<PathBuf>,
     /// API keys inline, same format, lines separated by newlines or commas
@@ -122,7 +124,7 @@ impl Default for Settings {
             stream_name: "courier-positions".into(),
             local_shards: 4,
             local_segment_bytes: 64 * 1024 * 1024,
-            local_retention_hours: 24,
+            local_max_bytes: 0,
             api_keys_file: None,
             api_keys: None,
             max_batch_positions: 1000,
@@ -352,10 +354,11 @@ pub struct ServeArgs {
     #[arg(long, env = "INGEST_LOCAL_SEGMENT_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_segment_bytes: Option<u64>,
-    /// Local stream retention in hours, 0 to keep everything [default: 24].
-    #[arg(long, env = "INGEST_LOCAL_RETENTION_HOURS")]
+    /// Local stream disk cap in bytes, 0 for none [default: 0]. Unread
+    /// segments are deleted only over it (data loss, logged and counted).
+    #[arg(long, env = "INGEST_LOCAL_MAX_BYTES")]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub local_retention_hours: Option<u64>,
+    pub local_max_bytes: Option<u64>,
     /// API keys file: lines `NAME:SHA256_HEX[:REQUESTS_PER_SECOND]`.
     #[arg(long, env = "INGEST_API_KEYS_FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]

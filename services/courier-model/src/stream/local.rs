@@ -20,13 +20,23 @@
 //! A put appends all of its frames and calls `fdatasync` once (group commit)
 //! before it reports success. A crash can leave a torn frame at the end of the
 //! last segment: readers stop before it, and the writer truncates it when it
-//! opens the stream.
+//! opens the stream. A damaged frame with a complete frame after it is not a
+//! torn tail but corruption: the writer refuses to open the shard and a
+//! reader fails, each naming the segment and offset.
+//!
+//! Retention never outruns the consumer: the compactor deletes the segments
+//! it has committed past ([`LocalStreamReader::trim`]); the writer deletes an
+//! unread segment only when the stream is over its disk cap
+//! ([`LocalOptions::max_bytes`]), with an error log and a count
+//! ([`LocalStream::segments_dropped`]). A reader notices such a gap in the
+//! sequence numbers and fails with [`StreamError::Lost`] unless told to go on.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -70,8 +80,11 @@ pub struct LocalOptions {
     pub shards: usize,
     /// A segment is rolled once it holds this many bytes.
     pub segment_bytes: u64,
-    /// Closed segments older than this are deleted (like Kinesis retention).
-    pub retention: Option<Duration>,
+    /// The stream's disk cap in bytes (all shards; `None`: no cap). Over it,
+    /// the oldest closed segments are deleted even though no consumer has
+    /// read them: data loss, logged as an error and counted. Segments the
+    /// compactor committed past are deleted by the compactor itself.
+    pub max_bytes: Option<u64>,
 }
 
 impl Default for LocalOptions {
@@ -79,7 +92,7 @@ impl Default for LocalOptions {
         Self {
             shards: 4,
             segment_bytes: 64 * 1024 * 1024,
-            retention: Some(Duration::from_secs(24 * 3600)),
+            max_bytes: None,
         }
     }
 }
@@ -207,6 +220,27 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
+/// The offset of the first complete, intact frame that starts after
+/// `from` in `file` (scanning byte by byte for the magic), if any: a damaged
+/// frame with such a frame after it is corruption, not a torn tail.
+fn complete_frame_after(file: &mut File, from: u64) -> std::io::Result<Option<u64>> {
+    let mut rest = Vec::new();
+    file.seek(SeekFrom::Start(from))?;
+    file.read_to_end(&mut rest)?;
+    let mut at = 1;
+    while let Some(found) = rest
+        .get(at..)
+        .and_then(|tail| tail.windows(MAGIC.len()).position(|w| w == MAGIC))
+    {
+        let start = at + found;
+        if let Ok(Frame::Record(..)) = read_frame(&mut &rest[start..]) {
+            return Ok(Some(from + start as u64));
+        }
+        at = start + 1;
+    }
+    Ok(None)
+}
+
 fn encode_frame(out: &mut Vec<u8>, seq: u64, arrival_ms: i64, key: &str, data: &[u8]) {
     let len = PAYLOAD_FIXED + key.len() + data.len();
     let start = out.len();
@@ -286,6 +320,15 @@ impl ShardWriter {
                 }
                 Frame::End => break,
                 Frame::Torn => {
+                    drop(reader);
+                    if let Some(at) = complete_frame_after(&mut file, valid_len)
+                        .map_err(|e| StreamError::io(format!("read {}", path.display()), e))?
+                    {
+                        return Err(StreamError::Corrupt(format!(
+                            "{}: damaged record at offset {valid_len} with complete records after it (at offset {at}): not a torn tail; move the segment aside and restart to go on without it",
+                            path.display()
+                        )));
+                    }
                     tracing::warn!(
                         segment = %path.display(),
                         valid_len,
@@ -295,7 +338,6 @@ impl ShardWriter {
                 }
             }
         }
-        drop(reader);
         file.set_len(valid_len)
             .and_then(|_| file.sync_all())
             .and_then(|_| file.seek(SeekFrom::End(0)).map(|_| ()))
@@ -321,27 +363,45 @@ impl ShardWriter {
         Ok(())
     }
 
-    fn apply_retention(&self, retention: Duration) -> Result<(), StreamError> {
+    /// Deletes the oldest closed segments while the shard holds more than
+    /// `cap` bytes; returns how many were deleted. Never the active segment.
+    fn enforce_cap(&self, cap: u64) -> Result<u64, StreamError> {
         let segments = list_segments(&self.dir)?;
-        let cutoff = SystemTime::now().checked_sub(retention);
-        // Never the active (last) segment.
-        for (_, path) in segments.iter().take(segments.len().saturating_sub(1)) {
-            let modified = fs::metadata(path).and_then(|m| m.modified()).ok();
-            if let (Some(modified), Some(cutoff)) = (modified, cutoff)
-                && modified < cutoff
-            {
-                fs::remove_file(path)
-                    .map_err(|e| StreamError::io(format!("delete {}", path.display()), e))?;
-                tracing::info!(segment = %path.display(), "deleted a local stream segment past retention");
+        let sizes: Vec<u64> = segments
+            .iter()
+            .map(|(_, path)| fs::metadata(path).map(|m| m.len()).unwrap_or(0))
+            .collect();
+        let mut total: u64 = sizes.iter().sum();
+        let mut dropped = 0;
+        for ((first_seq, path), size) in segments
+            .iter()
+            .zip(&sizes)
+            .take(segments.len().saturating_sub(1))
+        {
+            if total <= cap {
+                break;
             }
+            fs::remove_file(path)
+                .map_err(|e| StreamError::io(format!("delete {}", path.display()), e))?;
+            total -= size;
+            dropped += 1;
+            tracing::error!(
+                segment = %path.display(),
+                first_sequence = first_seq,
+                bytes = size,
+                cap_bytes = cap,
+                "deleted an UNREAD local stream segment: the stream is over its disk cap because the compactor has not committed past it; its records are lost (run the compactor, or raise the cap)"
+            );
         }
-        Ok(())
+        Ok(dropped)
     }
 
     fn append(
         &mut self,
         records: &[(&str, &[u8])],
         options: &LocalOptions,
+        shard_cap: Option<u64>,
+        dropped: &AtomicU64,
     ) -> Result<Vec<u64>, StreamError> {
         if self.file.is_none() {
             self.recover()?;
@@ -352,8 +412,8 @@ impl ShardWriter {
                     .map_err(|e| StreamError::io("fsync a full segment", e))?;
             }
             self.start_segment(self.next_seq)?;
-            if let Some(retention) = options.retention {
-                self.apply_retention(retention)?;
+            if let Some(cap) = shard_cap {
+                dropped.fetch_add(self.enforce_cap(cap)?, Ordering::Relaxed);
             }
         }
         let arrival = now_ms();
@@ -392,6 +452,8 @@ struct Inner {
     map: ShardMap,
     shards: Vec<Mutex<ShardWriter>>,
     options: LocalOptions,
+    /// Unread segments deleted over the disk cap.
+    dropped: AtomicU64,
     _lock: File,
 }
 
@@ -466,6 +528,7 @@ impl LocalStream {
                 map,
                 shards: shard_writers,
                 options,
+                dropped: AtomicU64::new(0),
                 _lock: lock,
             }),
         })
@@ -496,7 +559,20 @@ impl LocalStream {
                 name: self.inner.name.clone(),
                 reason: format!("no shard with index {shard_index}"),
             })?;
-        shard.lock().append(records, &self.inner.options)
+        let shard_cap = self
+            .inner
+            .options
+            .max_bytes
+            .map(|cap| cap / self.inner.shards.len().max(1) as u64);
+        shard
+            .lock()
+            .append(records, &self.inner.options, shard_cap, &self.inner.dropped)
+    }
+
+    /// Unread segments deleted because the stream was over its disk cap
+    /// since this writer opened it (each one is data loss).
+    pub fn segments_dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
     }
 
     /// Appends every record to its shard (one fsync per shard). An I/O error
@@ -629,8 +705,11 @@ impl LocalStreamReader {
         }
         Ok(ShardCursor {
             dir: self.dir.join(shard_id),
+            shard_id: shard_id.to_owned(),
             after: after.unwrap_or(0),
             current: None,
+            allow_gaps: false,
+            lost: 0,
         })
     }
 
@@ -672,12 +751,20 @@ impl LocalStreamReader {
     }
 }
 
-/// Reads one shard forward from a position.
+/// Reads one shard forward from a position. Sequence numbers of a shard have
+/// no holes, so a record further on than the next one, or a first retained
+/// segment that starts after it, means records were deleted before this
+/// reader got to them: [`StreamError::Lost`], unless
+/// [`ShardCursor::allow_gaps`] said to go on (then they are counted in
+/// [`ShardCursor::lost`]).
 pub struct ShardCursor {
     dir: PathBuf,
+    shard_id: String,
     /// Last sequence number returned (or the starting point).
     after: u64,
     current: Option<OpenSegment>,
+    allow_gaps: bool,
+    lost: u64,
 }
 
 struct OpenSegment {
@@ -692,13 +779,51 @@ impl ShardCursor {
         self.after
     }
 
+    /// Goes on past records that are gone (logging each gap as an error and
+    /// counting it) instead of failing.
+    pub fn allow_gaps(mut self, allow: bool) -> Self {
+        self.allow_gaps = allow;
+        self
+    }
+
+    /// Records found missing so far (with [`ShardCursor::allow_gaps`]).
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// Records `first_missing..next_present` are gone.
+    fn gap(&mut self, first_missing: u64, next_present: u64) -> Result<(), StreamError> {
+        let count = next_present - first_missing;
+        if !self.allow_gaps {
+            return Err(StreamError::Lost {
+                shard_id: self.shard_id.clone(),
+                first_missing,
+                last_missing: next_present - 1,
+                count,
+            });
+        }
+        tracing::error!(
+            shard = %self.shard_id,
+            first_missing,
+            last_missing = next_present - 1,
+            count,
+            "records of the local stream were deleted before they were read; going on without them as asked"
+        );
+        self.lost += count;
+        self.after = next_present - 1;
+        Ok(())
+    }
+
     fn open_segment_for(&mut self, wanted: u64) -> Result<bool, StreamError> {
         let segments = list_segments(&self.dir)?;
         // The last segment whose first sequence is <= wanted; if wanted was
-        // trimmed away, the first retained segment.
+        // deleted, the first retained segment (and a gap).
         let index = match segments.iter().rposition(|(first, _)| *first <= wanted) {
             Some(i) => i,
-            None if !segments.is_empty() => 0,
+            None if !segments.is_empty() => {
+                self.gap(wanted, segments[0].0)?;
+                0
+            }
             None => return Ok(false),
         };
         let (first_seq, path) = &segments[index];
@@ -763,6 +888,9 @@ impl ShardCursor {
                     if record.sequence_number <= self.after {
                         continue;
                     }
+                    if record.sequence_number > self.after + 1 {
+                        self.gap(self.after + 1, record.sequence_number)?;
+                    }
                     self.after = record.sequence_number;
                     bytes = bytes.saturating_add(record.data.len());
                     out.push(record);
@@ -812,7 +940,7 @@ mod tests {
         LocalOptions {
             shards,
             segment_bytes: 1024,
-            retention: None,
+            max_bytes: None,
         }
     }
 
@@ -1022,6 +1150,7 @@ mod tests {
         let first_left = reader
             .cursor(shard, None)
             .expect("c")
+            .allow_gaps(true)
             .next_batch(1)
             .expect("r")[0]
             .sequence_number;
@@ -1035,5 +1164,132 @@ mod tests {
                 .len(),
             before.len() - deleted
         );
+    }
+
+    #[tokio::test]
+    async fn a_damaged_record_with_good_records_after_it_is_corruption_not_a_torn_tail() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let shard = "shardId-000000000000";
+        {
+            let stream = LocalStream::open(dir.path(), "s", options(1)).expect("open");
+            for word in ["one", "two", "three"] {
+                stream
+                    .put_records(vec![record("k", word)])
+                    .await
+                    .expect("put");
+            }
+        }
+        let segment = list_segments(&dir.path().join("s").join(shard)).expect("ls")[0]
+            .1
+            .clone();
+        // Flip a byte inside the second record's payload.
+        let mut bytes = fs::read(&segment).expect("read");
+        let second = bytes
+            .windows(3)
+            .position(|w| w == b"two")
+            .expect("second record");
+        bytes[second] ^= 0xff;
+        fs::write(&segment, &bytes).expect("write");
+
+        let err = LocalStream::open(dir.path(), "s", options(1)).expect_err("corrupt");
+        assert!(
+            matches!(&err, StreamError::Corrupt(why) if why.contains("not a torn tail")),
+            "{err}"
+        );
+        // Nothing was truncated: the third record is still there to recover by hand.
+        assert_eq!(fs::read(&segment).expect("read").len(), bytes.len());
+    }
+
+    #[tokio::test]
+    async fn a_zero_filled_tail_is_torn_and_truncated() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let shard = "shardId-000000000000";
+        {
+            let stream = LocalStream::open(dir.path(), "s", options(1)).expect("open");
+            stream
+                .put_records(vec![record("k", "one")])
+                .await
+                .expect("put");
+        }
+        let segment = list_segments(&dir.path().join("s").join(shard)).expect("ls")[0]
+            .1
+            .clone();
+        let len = fs::metadata(&segment).expect("stat").len();
+        // A crash after the file grew but before the data reached it.
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&segment)
+            .expect("open");
+        file.write_all(&[0u8; 300]).expect("write");
+        drop(file);
+        let stream = LocalStream::open(dir.path(), "s", options(1)).expect("recovered");
+        assert_eq!(fs::metadata(&segment).expect("stat").len(), len);
+        let out = stream
+            .put_records(vec![record("k", "two")])
+            .await
+            .expect("put");
+        assert!(
+            matches!(&out[0], PutOutcome::Written { sequence_number, .. } if sequence_number == "2")
+        );
+    }
+
+    #[tokio::test]
+    async fn unread_segments_are_kept_until_the_disk_cap_and_a_reader_sees_the_gap() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let shard = "shardId-000000000000";
+        let put_60 = |stream: LocalStream| async move {
+            for i in 0..60 {
+                stream
+                    .put_records(vec![record("k", &format!("{i:0100}"))])
+                    .await
+                    .expect("put");
+            }
+            stream
+        };
+        // No cap: nothing is deleted however old, until a consumer trims.
+        let stream = put_60(LocalStream::open(dir.path(), "s", options(1)).expect("open")).await;
+        assert_eq!(stream.segments_dropped(), 0);
+        let reader = LocalStreamReader::open(dir.path(), "s").expect("reader");
+        let mut cursor = reader.cursor(shard, None).expect("cursor");
+        assert_eq!(cursor.next_batch(1000).expect("read").len(), 60);
+        drop(stream);
+
+        // A cap of 3 KiB over segments of 1 KiB: the oldest unread ones go.
+        let capped = LocalOptions {
+            max_bytes: Some(3 * 1024),
+            ..options(1)
+        };
+        let stream = put_60(LocalStream::open(dir.path(), "s", capped).expect("open")).await;
+        assert!(stream.segments_dropped() > 0);
+        let total: u64 = list_segments(&dir.path().join("s").join(shard))
+            .expect("ls")
+            .iter()
+            .map(|(_, p)| fs::metadata(p).expect("stat").len())
+            .sum();
+        assert!(total <= 3 * 1024 + 1024 + 200, "{total} bytes left");
+
+        // A consumer that committed record 60 finds records 61.. partly gone.
+        let mut cursor = reader.cursor(shard, Some(60)).expect("cursor");
+        match cursor.next_batch(1000) {
+            Err(StreamError::Lost {
+                first_missing,
+                last_missing,
+                count,
+                ..
+            }) => {
+                assert_eq!(first_missing, 61);
+                assert_eq!(count, last_missing - 60);
+                assert!(last_missing < 120);
+            }
+            other => panic!("expected the gap, got {other:?}"),
+        }
+        // Told to go on, it reads what is left and counts the rest.
+        let mut cursor = reader
+            .cursor(shard, Some(60))
+            .expect("cursor")
+            .allow_gaps(true);
+        let left = cursor.next_batch(1000).expect("read");
+        assert_eq!(left.last().map(|r| r.sequence_number), Some(120));
+        assert_eq!(left.len() as u64 + cursor.lost(), 60);
     }
 }

@@ -231,6 +231,21 @@ pub enum StreamError {
     /// The shards' hash ranges are inconsistent.
     #[error("invalid shard map: {0}")]
     InvalidShardMap(String),
+    /// Records a consumer has not read are gone from the stream (deleted over
+    /// the disk cap, or expired past the retention).
+    #[error(
+        "records {first_missing} to {last_missing} of shard {shard_id} are gone before they were read ({count} records lost); run with --accept-data-loss to go on without them"
+    )]
+    Lost {
+        /// The shard.
+        shard_id: String,
+        /// The first missing sequence number.
+        first_missing: u64,
+        /// The last missing sequence number.
+        last_missing: u64,
+        /// How many records are missing.
+        count: u64,
+    },
 }
 
 impl StreamError {
