@@ -29,18 +29,18 @@ $(TEST_VENV)/.requirements.stamp: tests/requirements-tools.txt scripts/ensure-ve
 	scripts/ensure-venv.sh $(TEST_VENV) tests/requirements-tools.txt
 
 build:
-	$(CARGO) build --locked --workspace --all-targets
+	$(CARGO) build --locked --workspace --all-targets --all-features
 
 lint:
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets --all-features -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
 
 test-rust: tools
-	MOTO_SERVER=$(CURDIR)/$(TEST_VENV)/bin/moto_server $(CARGO) test --locked --workspace --lib --bins --tests
-	$(CARGO) test --locked --workspace --doc
+	MOTO_SERVER=$(CURDIR)/$(TEST_VENV)/bin/moto_server $(CARGO) test --locked --workspace --all-features --lib --bins --tests
+	$(CARGO) test --locked --workspace --all-features --doc
 
 # make demo itself, shortened, on a free port and in a temporary directory.
 test-demo: test-rust

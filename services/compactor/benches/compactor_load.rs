@@ -37,7 +37,7 @@ fn fill(
         LocalOptions {
             shards,
             segment_bytes: 64 * 1024 * 1024,
-            retention: None,
+            max_bytes: None,
         },
     )
     .expect("open stream");

@@ -85,6 +85,21 @@ pub enum CompactorError {
     /// The table's compactor state is inconsistent or unreadable.
     #[error("compactor state: {0}")]
     State(String),
+    /// Records of a Kinesis shard after the committed checkpoint expired
+    /// before any run read them (the stream's retention passed).
+    #[error(
+        "stream {stream}, shard {shard_id}: records after the checkpoint {checkpoint} expired before they were read: the oldest record left in the shard is {oldest}; run with --accept-data-loss to go on without them"
+    )]
+    Expired {
+        /// Stream name.
+        stream: String,
+        /// The shard.
+        shard_id: String,
+        /// The last committed sequence number.
+        checkpoint: String,
+        /// The oldest sequence number still in the shard.
+        oldest: String,
+    },
     /// Another run committed this run number first; this run committed nothing.
     #[error(
         "run {run} of {app_id} was already committed by another run (the table's transaction version is {committed}); this run committed nothing"

@@ -1,5 +1,5 @@
-//! The compactor: reads the courier position stream (the local stream, for
-//! now) from its last committed checkpoint, decodes and validates every
+//! The compactor: reads the courier position stream (Kinesis or the local
+//! stream) from its last committed checkpoint, decodes and validates every
 //! position, drops duplicate `event_id`s, and appends the rest to a Delta
 //! table in ONE commit per run, exactly once.
 //!
@@ -34,23 +34,37 @@
 //!
 //! # Duplicates
 //!
-//! The dedup window is the set of `event_id`s in the files added by the last
-//! `--dedup-commits` compactor commits (only the `event_id` column is read),
-//! plus every id seen in the current run. Producer retries arrive within
-//! minutes, so a window of a day of hourly runs is ample; the warehouse
-//! `MERGE` on `event_id` is the second line of defence.
+//! The dedup window is the set of `event_id`s of the last `--dedup-commits`
+//! compactor commits (from each run's id file, or its Parquet files), plus
+//! every id seen in the current run. It always holds every id of the last run
+//! (so retrying any position of a run, even one that read its whole budget,
+//! is dropped by the next run); then older runs' ids, newest first, up to
+//! `--dedup-window-ids`. See [`dedup::window_ids`]. The warehouse load's
+//! first-copy-wins rule on `event_id` is the second line of defence.
 #![warn(missing_docs)]
 
+// The stages of a run, in the order data flows through them.
+pub mod commit;
+pub mod dead_letters;
+pub mod decode;
+pub mod dedup;
+pub mod manifest;
+pub mod rows;
+pub mod source;
+pub mod state;
+
 pub mod error;
+pub mod inspect;
 pub mod location;
 pub mod maintenance;
 pub mod run;
-pub mod source;
 pub mod table;
 
+pub use commit::Prepared;
 pub use error::CompactorError;
+pub use inspect::{StatusReport, status};
 pub use location::Location;
-pub use run::{Prepared, RunConfig, RunReport, StatusReport, prepare, run, status};
+pub use run::{RunConfig, RunReport, prepare, run};
 pub use source::SourceConfig;
 
 /// The application id of the compactor of `stream`.

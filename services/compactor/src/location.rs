@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use deltalake::logstore::object_store::buffered::BufWriter;
 use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
 use deltalake::{DeltaTableBuilder, DeltaTableError};
+use tokio::io::AsyncWriteExt as _;
 use url::Url;
 
 use crate::CompactorError;
@@ -22,6 +24,32 @@ pub async fn get_bytes(
     path: &deltalake::Path,
 ) -> Result<Bytes, deltalake::ObjectStoreError> {
     store.get(path).await?.bytes().await
+}
+
+/// Writes `body` whole as the object named by `uri` (a local file path,
+/// `file://`, or `s3://bucket/key`), replacing any previous one: a local file
+/// appears under its name only when complete (object_store writes a staging
+/// file and renames it), an S3 object in one PUT. Returns how it is named.
+pub async fn put_object(uri: &str, body: Bytes) -> Result<String, CompactorError> {
+    let bad = || {
+        CompactorError::Config(format!(
+            "output {uri:?}: needs a directory (or bucket) and a file name"
+        ))
+    };
+    // The scheme's `//` is no directory separator: split the rest.
+    let (scheme, rest) = match uri.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, uri),
+    };
+    let (dir, name) = rest.rsplit_once('/').ok_or_else(bad)?;
+    if name.is_empty() || dir.trim_matches('/').is_empty() {
+        return Err(bad());
+    }
+    let dir = match scheme {
+        Some(scheme) => format!("{scheme}://{dir}"),
+        None => dir.to_owned(),
+    };
+    Location::parse(&dir)?.put(name, body).await
 }
 
 /// A directory: local, or a prefix in an object store.
@@ -237,6 +265,42 @@ impl Location {
     }
 }
 
+/// An object written as a stream (a multipart upload; a temporary file
+/// locally) that appears whole under its name only when finished: a crashed
+/// attempt leaves nothing under that name.
+pub(crate) struct StreamedObject {
+    out: BufWriter,
+    /// How errors name it.
+    display: String,
+}
+
+impl StreamedObject {
+    pub(crate) fn new(
+        store: deltalake::logstore::ObjectStoreRef,
+        path: &str,
+        display: String,
+    ) -> Self {
+        Self {
+            out: BufWriter::new(store, deltalake::Path::from(path)),
+            display,
+        }
+    }
+
+    pub(crate) async fn write(&mut self, bytes: &[u8]) -> Result<(), CompactorError> {
+        self.out
+            .write_all(bytes)
+            .await
+            .map_err(|e| CompactorError::io(format!("write {}", self.display), e))
+    }
+
+    pub(crate) async fn finish(mut self) -> Result<(), CompactorError> {
+        self.out
+            .shutdown()
+            .await
+            .map_err(|e| CompactorError::io(format!("finish {}", self.display), e))
+    }
+}
+
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.local {
@@ -249,6 +313,34 @@ impl std::fmt::Display for Location {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn put_object_writes_a_whole_file_and_replaces_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("reports/run.json");
+        let uri = path.to_str().expect("utf-8 path");
+        let named = put_object(uri, Bytes::from_static(b"{\"a\":1}\n"))
+            .await
+            .expect("put");
+        assert_eq!(named, uri);
+        put_object(uri, Bytes::from_static(b"{\"a\":2}\n"))
+            .await
+            .expect("replace");
+        assert_eq!(std::fs::read(&path).expect("read"), b"{\"a\":2}\n");
+        for bad in [
+            "run.json",
+            "/",
+            "/run.json",
+            "s3://bucket",
+            "s3://bucket/",
+            "s3:///key",
+        ] {
+            assert!(
+                put_object(bad, Bytes::new()).await.is_err(),
+                "{bad:?} must be refused"
+            );
+        }
+    }
 
     #[test]
     fn parses_local_paths_and_s3_urls() {

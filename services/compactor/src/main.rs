@@ -34,6 +34,11 @@ struct Cli {
     /// Log format on stderr: `text` for people, `json` for CloudWatch.
     #[arg(long, env = "COMPACTOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
+    /// Also write the JSON this command prints on stdout, whole, as one
+    /// object at this URI: a local file path or `s3://bucket/key` (an
+    /// orchestrator reads the run report from there, never from log lines).
+    #[arg(long, env = "COMPACTOR_OUTPUT_URI", global = true)]
+    output_uri: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -126,6 +131,16 @@ enum Command {
         /// logs, a progress bar instead).
         #[arg(long, env = "COMPACTOR_PROGRESS_SECS", default_value_t = 10)]
         progress_secs: u64,
+        /// Largest decompressed size of one block of a stream record, in
+        /// bytes: a record that inflates past it is dead-lettered, not read.
+        #[arg(long, env = "COMPACTOR_MAX_BLOCK_BYTES", default_value_t = 16 * 1024 * 1024)]
+        max_block_bytes: usize,
+        /// Go on when records not yet read are gone from the stream (deleted
+        /// over the local stream's disk cap): they are counted in the
+        /// report's `records_lost`. Without it such a run fails (exit 1) and
+        /// names the records that are gone.
+        #[arg(long, env = "COMPACTOR_ACCEPT_DATA_LOSS")]
+        accept_data_loss: bool,
     },
     /// Print the table version, row and file counts, and per shard the
     /// checkpoint and the lag, as JSON.
@@ -184,11 +199,17 @@ enum Command {
     },
 }
 
-/// One line: an orchestrator that keeps only the last log line (Airflow's
-/// `EcsRunTaskOperator` pushes it to XCom) gets the whole report.
-fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CompactorError> {
+/// Prints `value` as one line of JSON on stdout and, with `--output-uri`,
+/// writes the same bytes as one object there (before printing, so a report on
+/// stdout means the object is written too).
+async fn emit<T: serde::Serialize>(value: &T, output: Option<&str>) -> Result<(), CompactorError> {
     let text = serde_json::to_string(value)
         .map_err(|e| CompactorError::State(format!("serialize the report: {e}")))?;
+    if let Some(uri) = output {
+        let written =
+            compactor::location::put_object(uri, bytes::Bytes::from(format!("{text}\n"))).await?;
+        tracing::info!(output = %written, "output written");
+    }
     println!("{text}");
     Ok(())
 }
@@ -216,7 +237,11 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-async fn execute(command: Command, log_format: LogFormat) -> Result<(), CompactorError> {
+async fn execute(
+    command: Command,
+    log_format: LogFormat,
+    output: Option<&str>,
+) -> Result<(), CompactorError> {
     match command {
         Command::Run {
             stream,
@@ -229,6 +254,8 @@ async fn execute(command: Command, log_format: LogFormat) -> Result<(), Compacto
             manifest_uri,
             target_file_rows,
             progress_secs,
+            max_block_bytes,
+            accept_data_loss,
         } => {
             let mut config = RunConfig::with(
                 stream.source()?,
@@ -241,6 +268,8 @@ async fn execute(command: Command, log_format: LogFormat) -> Result<(), Compacto
             config.dedup_window_ids = dedup_window_ids;
             config.target_file_rows = target_file_rows.max(1);
             config.progress_every = Duration::from_secs(progress_secs.max(1));
+            config.decode_limits.max_block_bytes = max_block_bytes.max(1024);
+            config.accept_data_loss = accept_data_loss;
             config.progress_bar = matches!(log_format, LogFormat::Text)
                 && std::io::IsTerminal::is_terminal(&std::io::stderr());
             if let Some(uri) = dead_letter_uri {
@@ -266,7 +295,7 @@ async fn execute(command: Command, log_format: LogFormat) -> Result<(), Compacto
                 duration_ms = report.duration_ms,
                 "compactor run finished"
             );
-            print_json(&report)
+            emit(&report, output).await
         }
         Command::Status { stream, table } => {
             let report = compactor::status(
@@ -275,7 +304,7 @@ async fn execute(command: Command, log_format: LogFormat) -> Result<(), Compacto
                 &Location::parse(&table.table_uri)?,
             )
             .await?;
-            print_json(&report)
+            emit(&report, output).await
         }
         Command::Runs {
             table,
@@ -290,7 +319,7 @@ async fn execute(command: Command, log_format: LogFormat) -> Result<(), Compacto
             };
             let runs =
                 compactor::run::runs(&table, &stream_name, after_version, &manifests).await?;
-            print_json(&runs)
+            emit(&runs, output).await
         }
         Command::Optimize {
             table,
@@ -311,7 +340,7 @@ async fn execute(command: Command, log_format: LogFormat) -> Result<(), Compacto
                 version = ?report.table_version,
                 "optimize finished"
             );
-            print_json(&report)
+            emit(&report, output).await
         }
         Command::Vacuum {
             table,
@@ -338,7 +367,7 @@ async fn execute(command: Command, log_format: LogFormat) -> Result<(), Compacto
                 dry_run,
                 "vacuum finished"
             );
-            print_json(&report)
+            emit(&report, output).await
         }
     }
 }
@@ -371,7 +400,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    match runtime.block_on(execute(cli.command, cli.log_format)) {
+    match runtime.block_on(execute(
+        cli.command,
+        cli.log_format,
+        cli.output_uri.as_deref(),
+    )) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {
             let code = e.exit_code();

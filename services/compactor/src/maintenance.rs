@@ -324,14 +324,14 @@ async fn vacuum_id_files(
 ) -> Result<Vec<String>, CompactorError> {
     let uri = table.table_url().to_string();
     let keep: std::collections::HashSet<String> =
-        table::newest_commits(table, None, config.dedup_commits.max(1))
+        crate::state::newest_commits(table, None, config.dedup_commits.max(1))
             .await?
             .into_iter()
             .filter_map(|commit| commit.ids_file.map(|f| f.file))
             .collect();
     let cutoff = chrono::Utc::now() - retention;
     let store = table.object_store();
-    let prefix = deltalake::Path::from(table::DEDUP_DIR);
+    let prefix = deltalake::Path::from(crate::dedup::DEDUP_DIR);
     let listed: Vec<deltalake::ObjectMeta> =
         store.list(Some(&prefix)).try_collect().await.map_err(|e| {
             CompactorError::delta(&uri, "list the event id files", DeltaTableError::from(e))

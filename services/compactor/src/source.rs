@@ -25,7 +25,7 @@ use aws_sdk_kinesis::operation::get_records::GetRecordsError;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
 use courier_model::stream::StreamError;
-use courier_model::stream::kinesis::{THROTTLE_CODES, call_error};
+use courier_model::stream::kinesis::{KinesisStream, THROTTLE_CODES, call_error};
 use courier_model::stream::local::{LocalStreamReader, ShardCursor};
 
 use crate::{CompactorError, SequenceNumber};
@@ -184,6 +184,7 @@ impl Source {
         after: Option<&SequenceNumber>,
         max_records: Option<u64>,
         run_started: chrono::DateTime<chrono::Utc>,
+        accept_data_loss: bool,
     ) -> Result<ShardReader, CompactorError> {
         let shard_id = shard.shard_id.as_str();
         match self {
@@ -206,7 +207,10 @@ impl Source {
                 if let Some(max) = max_records {
                     target = target.min(start.saturating_add(max));
                 }
-                let cursor = reader.cursor(shard_id, after).map_err(stream_err(&name))?;
+                let cursor = reader
+                    .cursor(shard_id, after)
+                    .map_err(stream_err(&name))?
+                    .allow_gaps(accept_data_loss);
                 Ok(ShardReader::Local {
                     cursor,
                     target,
@@ -214,6 +218,25 @@ impl Source {
                 })
             }
             Self::Kinesis(k) => {
+                let mut lost = false;
+                if let Some(checkpoint) = after
+                    && let Some(oldest) = k.oldest(shard_id).await?
+                    && oldest > *checkpoint
+                {
+                    // The checkpoint's own record has expired: so may have
+                    // the records after it that no run has read.
+                    let expired = CompactorError::Expired {
+                        stream: k.stream.clone(),
+                        shard_id: shard_id.to_owned(),
+                        checkpoint: checkpoint.to_string(),
+                        oldest: oldest.to_string(),
+                    };
+                    if !accept_data_loss {
+                        return Err(expired);
+                    }
+                    tracing::error!(error = %expired, "going on without the expired records as asked");
+                    lost = true;
+                }
                 let iterator = k.iterator(shard_id, after).await?;
                 Ok(ShardReader::Kinesis {
                     source: k.clone(),
@@ -225,6 +248,7 @@ impl Source {
                     closed: shard.closed,
                     behind_ms: None,
                     state: KinesisState::Reading,
+                    lost,
                 })
             }
         }
@@ -287,39 +311,28 @@ enum Fetched {
 }
 
 impl KinesisSource {
+    /// Every shard, open and closed, with its parents (the one `ListShards`
+    /// helper of the stream crate).
     async fn list_shards(&self) -> Result<Vec<ShardInfo>, CompactorError> {
-        let mut shards = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let request = match &token {
-                Some(t) => self.client.list_shards().next_token(t),
-                None => self.client.list_shards().stream_name(&self.stream),
-            };
-            let page = request
-                .send()
-                .await
-                .map_err(|e| self.error(call_error("ListShards", e)))?;
-            for shard in page.shards() {
-                let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
+        let shards = KinesisStream::new(self.client.clone(), &self.stream)
+            .list_all_shards()
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(shards
+            .iter()
+            .map(|shard| ShardInfo {
+                shard_id: shard.shard_id().to_owned(),
+                parents: [shard.parent_shard_id(), shard.adjacent_parent_shard_id()]
                     .into_iter()
                     .flatten()
                     .map(str::to_owned)
-                    .collect();
-                let closed = shard
+                    .collect(),
+                closed: shard
                     .sequence_number_range()
                     .and_then(|r| r.ending_sequence_number())
-                    .is_some();
-                shards.push(ShardInfo {
-                    shard_id: shard.shard_id().to_owned(),
-                    parents,
-                    closed,
-                });
-            }
-            match page.next_token() {
-                Some(t) => token = Some(t.to_owned()),
-                None => return Ok(shards),
-            }
-        }
+                    .is_some(),
+            })
+            .collect())
     }
 
     fn error(&self, source: StreamError) -> CompactorError {
@@ -375,6 +388,29 @@ impl KinesisSource {
             .await
             .map_err(|e| self.error(call_error("GetShardIterator", e)))?;
         Ok(out.shard_iterator().map(str::to_owned))
+    }
+
+    /// The sequence number of the oldest record still in the shard (at its
+    /// trim horizon), if it holds any. Kinesis may answer a few empty pages
+    /// while it moves the iterator through empty time: read on while it is
+    /// behind the tip, a bounded number of calls.
+    async fn oldest(&self, shard_id: &str) -> Result<Option<SequenceNumber>, CompactorError> {
+        let mut iterator = self.iterator(shard_id, None).await?;
+        for _ in 0..20 {
+            let Some(it) = iterator else { return Ok(None) };
+            let out = match self.get_records(&it, 1).await? {
+                Fetched::Records(out) => out,
+                Fetched::Expired => return Ok(None),
+            };
+            if let Some(record) = out.records().first() {
+                return SequenceNumber::parse(record.sequence_number()).map(Some);
+            }
+            if out.millis_behind_latest().unwrap_or(0) == 0 {
+                return Ok(None);
+            }
+            iterator = out.next_shard_iterator().map(str::to_owned);
+        }
+        Ok(None)
     }
 
     async fn get_records(&self, iterator: &str, limit: i32) -> Result<Fetched, CompactorError> {
@@ -460,6 +496,9 @@ pub enum ShardReader {
         behind_ms: Option<i64>,
         /// Where the reader is.
         state: KinesisState,
+        /// Whether records after the checkpoint had expired (with
+        /// `--accept-data-loss`; how many is unknown).
+        lost: bool,
     },
 }
 
@@ -502,6 +541,7 @@ impl ShardReader {
                 closed,
                 behind_ms,
                 state,
+                ..
             } => loop {
                 if *state != KinesisState::Reading {
                     return Ok(Vec::new());
@@ -584,6 +624,24 @@ impl ShardReader {
                 Some(ms) => format!("{ms} ms behind the tip"),
                 None => "lag unknown".to_owned(),
             },
+        }
+    }
+
+    /// Records found gone before they were read (only with
+    /// `--accept-data-loss`; without it a gap fails the run).
+    pub fn lost(&self) -> u64 {
+        match self {
+            Self::Local { cursor, .. } => cursor.lost(),
+            Self::Kinesis { .. } => 0,
+        }
+    }
+
+    /// Whether records of this shard were found gone before they were read
+    /// (Kinesis cannot say how many expired; the local stream can).
+    pub fn had_loss(&self) -> bool {
+        match self {
+            Self::Local { cursor, .. } => cursor.lost() > 0,
+            Self::Kinesis { lost, .. } => *lost,
         }
     }
 

@@ -188,14 +188,16 @@ async fn kinesis_to_an_s3_table_exactly_once_with_dead_letters_and_manifests() {
 
     // The dead letter is beside the table, with the reason and the position in the stream.
     let dead = report.dead_letter_file.clone().expect("dead letters");
-    assert_eq!(
-        dead,
-        format!("{TABLE}_dead_letter/run-00000000000000000001.jsonl")
+    // Named per attempt: `run-<run>-<attempt>.jsonl`.
+    let prefix = format!("{TABLE}_dead_letter/run-00000000000000000001-");
+    assert!(
+        dead.starts_with(&prefix) && dead.ends_with(".jsonl"),
+        "{dead}"
     );
     let body = aws
         .table()
         .with_suffix("_dead_letter")
-        .get("run-00000000000000000001.jsonl")
+        .get(dead.rsplit('/').next().expect("file name"))
         .await
         .expect("get")
         .expect("the dead-letter file exists");
@@ -210,7 +212,7 @@ async fn kinesis_to_an_s3_table_exactly_once_with_dead_letters_and_manifests() {
         .await
         .expect("load")
         .expect("table");
-    let commits = compactor::table::newest_commits(&table, None, 1)
+    let commits = compactor::state::newest_commits(&table, None, 1)
         .await
         .expect("commits");
     let ids_file = commits[0].ids_file.clone().expect("an id file");
@@ -371,13 +373,33 @@ async fn the_binary_is_configured_by_the_environment_of_its_ecs_task() {
     assert_eq!(out.status.code(), Some(0));
     let version_2 = json_line(&out)["table_version"].as_u64().expect("version");
 
+    // The orchestrator reads the report and the runs list from S3, never
+    // from log lines: the object holds exactly what stdout printed.
     let out = aws
         .compactor(&["runs", "--after-version", "0"])
+        .env(
+            "COMPACTOR_OUTPUT_URI",
+            "s3://lake/reports/dag-run-1/runs.json",
+        )
         .output()
         .expect("runs");
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let runs = json_line(&out);
     assert_eq!(runs.as_array().map(Vec::len), Some(2));
+    let stored = Location::parse("s3://lake/reports/dag-run-1")
+        .expect("reports")
+        .with_options(aws.s3_options())
+        .get("runs.json")
+        .await
+        .expect("read the runs object")
+        .expect("the runs object exists");
+    let stored: Value = serde_json::from_slice(&stored).expect("runs object is JSON");
+    assert_eq!(stored, runs);
 
     let out = aws.compactor(&["optimize"]).output().expect("optimize");
     assert_eq!(
@@ -550,4 +572,99 @@ async fn sigterm_while_reading_commits_nothing_and_a_kill_mid_read_is_redone_onc
     assert_eq!(report["run"], 1);
     assert_eq!(report["rows_written"], 30);
     assert_eq!(table_event_ids(&aws.table()).await, sorted(ids(&batch)));
+}
+
+#[tokio::test]
+async fn a_commit_that_landed_but_whose_answer_was_lost_is_reported_as_committed() {
+    let aws = Aws::start(1).await;
+    let batch = positions(12);
+    aws.put_each(&batch).await;
+    // S3 through a proxy that carries out the put of the run's commit
+    // (table version 1; version 0 creates the table) and then drops the
+    // connection instead of answering.
+    let proxy = fault_proxy::FaultProxy::start(&aws.moto.endpoint).await;
+    proxy.lose_answer("PUT", "/_delta_log/00000000000000000001.json");
+    let mut options = aws.s3_options();
+    options.insert("AWS_ENDPOINT_URL".into(), proxy.endpoint.clone());
+    let table = Location::parse(TABLE)
+        .expect("table URI")
+        .with_options(options);
+    let config = RunConfig::with(
+        SourceConfig::KinesisClient(aws.kinesis.clone()),
+        &aws.stream,
+        table,
+    );
+
+    let report = compactor::run(config)
+        .await
+        .expect("the run is not an error");
+    assert_eq!(proxy.lost(), 1, "the commit's answer was lost");
+    assert!(report.committed, "{report:?}");
+    assert_eq!(report.table_version, 1);
+    assert_eq!(report.rows_written, 12);
+    assert_eq!(table_event_ids(&aws.table()).await, sorted(ids(&batch)));
+    let manifest = report.manifest.expect("the manifest is written too");
+    assert!(manifest.ends_with(".json"), "{manifest}");
+}
+
+// Multi-threaded: the proxy must answer while a test thread waits on the binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_that_expired_before_they_were_read_fail_the_run_unless_told_to_go_on() {
+    let aws = Aws::start(1).await;
+    let batch = positions(10);
+    aws.put_each(&batch).await;
+    let proxy = fault_proxy::FaultProxy::start(&aws.moto.endpoint).await;
+    let out = aws
+        .compactor(&["run", "--max-records", "4"])
+        .env("AWS_ENDPOINT_URL_KINESIS", &proxy.endpoint)
+        .output()
+        .expect("run 1");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_line(&out)["checkpoints"]["shardId-000000000000"], "4");
+
+    // The compactor stops for longer than the stream's retention: records
+    // 1 to 6 expire, two of them never read (moto numbers records 1, 2, ...).
+    proxy.expire_through(6);
+    let out = aws
+        .compactor(&["run"])
+        .env("AWS_ENDPOINT_URL_KINESIS", &proxy.endpoint)
+        .output()
+        .expect("run 2");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("records after the checkpoint 4 expired before they were read")
+            && stderr.contains("the oldest record left in the shard is 7"),
+        "{stderr}"
+    );
+    assert_eq!(
+        table_event_ids(&aws.table()).await,
+        sorted(ids(&batch[..4]))
+    );
+
+    let out = aws
+        .compactor(&["run", "--accept-data-loss"])
+        .env("AWS_ENDPOINT_URL_KINESIS", &proxy.endpoint)
+        .output()
+        .expect("run 3");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = json_line(&out);
+    assert_eq!(report["rows_written"], 4);
+    assert_eq!(
+        report["shards_with_loss"],
+        serde_json::json!(["shardId-000000000000"])
+    );
+    let mut kept = batch[..4].to_vec();
+    kept.extend_from_slice(&batch[6..]);
+    assert_eq!(table_event_ids(&aws.table()).await, sorted(ids(&kept)));
 }

@@ -25,6 +25,11 @@ struct Env {
 
 impl Env {
     fn new(shards: usize) -> Self {
+        Self::with_cap(shards, None)
+    }
+
+    /// A stream with a disk cap: over it, unread segments are deleted.
+    fn with_cap(shards: usize, max_bytes: Option<u64>) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data = tmp.path().join("data");
         let table = tmp.path().join("table");
@@ -34,7 +39,7 @@ impl Env {
             LocalOptions {
                 shards,
                 segment_bytes: 4096,
-                retention: None,
+                max_bytes,
             },
         )
         .expect("open stream");
@@ -200,8 +205,12 @@ async fn bad_records_are_dead_lettered_and_the_rest_is_committed() {
     let good = positions(3);
     env.append(0, &good[..1]);
     let garbage_seq = env.append_raw(0, b"this is not avro");
-    let future = position_with(7, &uuid::Uuid::now_v7().to_string(), TimeDelta::minutes(30));
-    let invalid_seq = env.append(0, &[good[1].clone(), future.clone(), good[2].clone()]);
+    // Another producer wrote a latitude of 200 degrees: structurally invalid.
+    let bad = position(7);
+    let invalid_seq = env.append_raw(
+        0,
+        &common::encode_with_lat(&[good[1].clone(), bad.clone(), good[2].clone()], 1, 200.0),
+    );
 
     let report = compactor::run(env.config()).await.expect("run");
     assert!(report.committed);
@@ -211,9 +220,29 @@ async fn bad_records_are_dead_lettered_and_the_rest_is_committed() {
     assert_eq!(report.rows_written, 3);
     assert_eq!(table_event_ids(&env.table).await, sorted(ids(&good)));
 
-    let file = report.dead_letter_file.expect("dead-letter file");
-    assert!(file.ends_with("run-00000000000000000001.jsonl"), "{file}");
+    let file = report.dead_letter_file.clone().expect("dead-letter file");
+    // Named per attempt, and named by the commit.
+    let name = Path::new(&file)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("file name");
+    assert!(
+        name.starts_with("run-00000000000000000001-") && name.ends_with(".jsonl"),
+        "{file}"
+    );
     assert!(file.contains("table_dead_letter"), "{file}");
+    let runs = compactor::run::runs(
+        &Location::local(&env.table),
+        STREAM,
+        None,
+        &compactor::run::default_manifests(&Location::local(&env.table)),
+    )
+    .await
+    .expect("runs");
+    assert_eq!(
+        runs[0].report.as_ref().expect("counts")["dead_letter_file"],
+        file.as_str()
+    );
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
         .expect("read dead letters")
         .lines()
@@ -240,12 +269,98 @@ async fn bad_records_are_dead_lettered_and_the_rest_is_committed() {
     assert_eq!(invalid["kind"], "invalid");
     assert_eq!(invalid["sequence_number"], invalid_seq.to_string());
     assert_eq!(invalid["datum_index"], 1);
-    assert_eq!(invalid["position"]["event_id"], future.event_id.to_string());
+    assert_eq!(invalid["position"]["event_id"], bad.event_id.to_string());
+    assert_eq!(invalid["position"]["lat"], 200.0);
     assert!(
         invalid["reasons"][0]
             .as_str()
-            .is_some_and(|r| r.starts_with("recorded_at: must not be more than"))
+            .is_some_and(|r| r.starts_with("lat: ")),
+        "{invalid}"
     );
+}
+
+#[tokio::test]
+async fn positions_the_service_accepted_are_never_rejected_for_their_time() {
+    // A deployment that accepts fixes up to 14 days old (phones offline for
+    // days) and clocks a little ahead: the compactor keeps every one.
+    let env = Env::new(1);
+    let id = || uuid::Uuid::now_v7().to_string();
+    let accepted = vec![
+        position_with(1, &id(), TimeDelta::days(-10)),
+        position_with(2, &id(), TimeDelta::days(-13)),
+        position_with(3, &id(), TimeDelta::minutes(30)),
+        position_with(4, &id(), TimeDelta::seconds(-2)),
+    ];
+    env.append(0, &accepted);
+    let report = compactor::run(env.config()).await.expect("run");
+    assert_eq!(report.dead_lettered, 0, "{report:?}");
+    assert_eq!(report.rows_written, 4);
+    assert_eq!(table_event_ids(&env.table).await, sorted(ids(&accepted)));
+}
+
+/// `record` with its first block's datum count (one zigzag byte, right after
+/// the header) replaced by `count`.
+fn with_datum_count(record: &[u8], count: i64) -> Vec<u8> {
+    let at =
+        courier_model::avro::RecordEncoder::new(courier_model::avro::Codec::Zstandard).header_len();
+    let mut out = record[..at].to_vec();
+    let mut z = ((count << 1) ^ (count >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+    out.extend_from_slice(&record[at + 1..]);
+    out
+}
+
+#[tokio::test]
+async fn a_poisoned_record_is_dead_lettered_with_its_reason_and_the_run_goes_on() {
+    let env = Env::new(1);
+    let before = positions(3);
+    let after = positions(2);
+    env.append(0, &before);
+    // An Avro block that declares 2^40 datums: once an allocation of 152 TiB
+    // that aborted every run at this record, forever.
+    let poisoned = with_datum_count(&encode(&positions(1)), 1 << 40);
+    let poisoned_seq = env.append_raw(0, &poisoned);
+    // A record cut short.
+    let full = encode(&positions(4));
+    let truncated_seq = env.append_raw(0, &full[..full.len() - 10]);
+    let last_seq = env.append(0, &after);
+
+    let report = compactor::run(env.config()).await.expect("run");
+    assert!(report.committed);
+    assert_eq!(report.records_read, 4);
+    assert_eq!(report.dead_lettered, 2);
+    assert_eq!(report.rows_written, 5);
+    assert_eq!(
+        report.checkpoints["shardId-000000000000"],
+        last_seq.to_string()
+    );
+    let mut all = before.clone();
+    all.extend(after.clone());
+    assert_eq!(table_event_ids(&env.table).await, sorted(ids(&all)));
+
+    let file = report.dead_letter_file.expect("dead-letter file");
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .expect("read dead letters")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["kind"], "undecodable");
+    assert_eq!(lines[0]["shard_id"], "shardId-000000000000");
+    assert_eq!(lines[0]["sequence_number"], poisoned_seq.to_string());
+    let reason = lines[0]["reasons"][0].as_str().expect("reason");
+    assert!(reason.contains("declares 1099511627776 datums"), "{reason}");
+    assert_eq!(lines[1]["sequence_number"], truncated_seq.to_string());
+    let reason = lines[1]["reasons"][0].as_str().expect("reason");
+    assert!(reason.contains("damaged Avro container"), "{reason}");
+
+    // The next run starts after them: nothing is read twice.
+    let again = compactor::run(env.config()).await.expect("run 2");
+    assert_eq!(again.records_read, 0);
 }
 
 #[tokio::test]
@@ -268,13 +383,27 @@ async fn a_crash_before_the_commit_is_redone_once() {
     assert_eq!(report.run, 1);
     assert_eq!(report.rows_written, 6);
     assert_eq!(table_event_ids(&env.table).await, sorted(ids(&a)));
-    // The redo overwrote the dead-letter file rather than adding one.
+    // Dead letters are named per attempt: the redo wrote its own file (the
+    // crashed attempt's is left alone, never overwritten), and the commit
+    // names the redo's.
+    let redo = report
+        .dead_letter_file
+        .clone()
+        .expect("the redo's dead letters");
+    assert_ne!(redo, dead_letters);
+    assert!(Path::new(&dead_letters).exists() && Path::new(&redo).exists());
+    let runs = compactor::run::runs(
+        &Location::local(&env.table),
+        STREAM,
+        None,
+        &compactor::run::default_manifests(&Location::local(&env.table)),
+    )
+    .await
+    .expect("runs");
     assert_eq!(
-        report.dead_letter_file.as_deref(),
-        Some(dead_letters.as_str())
+        runs[0].report.as_ref().expect("counts")["dead_letter_file"],
+        redo.as_str()
     );
-    let dl_dir = Path::new(&dead_letters).parent().expect("dir");
-    assert_eq!(std::fs::read_dir(dl_dir).expect("ls").count(), 1);
     assert_eq!(
         std::fs::read_to_string(&dead_letters)
             .expect("read")
@@ -729,4 +858,124 @@ async fn the_dedup_window_stops_at_its_id_budget() {
     let report = compactor::run(env.config()).await.expect("run 3");
     assert_eq!(report.duplicates_dropped, 1);
     assert_eq!(report.rows_written, 0);
+}
+
+#[tokio::test]
+async fn records_deleted_before_the_compactor_read_them_fail_the_run_loudly() {
+    // The compactor has not run for a while and the stream went over its
+    // disk cap: the oldest unread segments are gone.
+    let env = Env::with_cap(1, Some(16 * 1024));
+    let first = positions(3);
+    env.append(0, &first);
+    let report = compactor::run(env.config()).await.expect("run 1");
+    assert_eq!(report.rows_written, 3);
+    let mut later = Vec::new();
+    for _ in 0..80 {
+        let batch = positions(2);
+        env.append(0, &batch);
+        later.extend(batch);
+    }
+    assert!(
+        env.stream.segments_dropped() > 0,
+        "the cap deleted segments"
+    );
+
+    let err = compactor::run(env.config())
+        .await
+        .expect_err("a gap fails the run");
+    let text = err.to_string();
+    assert!(
+        text.contains("records 2 to ") && text.contains("are gone before they were read"),
+        "{text}"
+    );
+    assert!(text.contains("--accept-data-loss"), "{text}");
+    assert_eq!(
+        table_event_ids(&env.table).await,
+        sorted(ids(&first)),
+        "nothing committed"
+    );
+
+    // Told to go on, it writes what is left and counts what is gone.
+    let mut config = env.config();
+    config.accept_data_loss = true;
+    let report = compactor::run(config)
+        .await
+        .expect("run with loss accepted");
+    assert!(report.committed);
+    assert!(report.records_lost > 0);
+    assert_eq!(report.records_read + report.records_lost, 80);
+    assert_eq!(report.rows_written, report.records_read * 2);
+}
+
+#[tokio::test]
+async fn retries_of_every_position_of_a_full_run_are_dropped_by_the_next_run() {
+    let env = Env::new(2);
+    let mut sent = Vec::new();
+    for shard in 0..2 {
+        for _ in 0..4 {
+            let batch = positions(3);
+            env.append(shard, &batch);
+            sent.extend(batch);
+        }
+    }
+    // A run that reads its whole budget, with a window budget far smaller
+    // than the run.
+    let config = || {
+        let mut c = env.config();
+        c.max_positions = Some(24);
+        c.dedup_window_ids = 5;
+        c
+    };
+    let first = compactor::run(config()).await.expect("run 1");
+    assert_eq!(first.rows_written, 24);
+    assert!(!first.backlog);
+    // Every client retries every position, in the next run.
+    for (shard, chunk) in sent.chunks(12).enumerate() {
+        for record in chunk.chunks(3) {
+            env.append(shard, record);
+        }
+    }
+    let second = compactor::run(config()).await.expect("run 2");
+    assert_eq!(second.duplicates_dropped, 24, "{second:?}");
+    assert_eq!(second.rows_written, 0);
+    assert_eq!(table_event_ids(&env.table).await, sorted(ids(&sent)));
+}
+
+#[tokio::test]
+async fn a_window_cut_inside_a_run_keeps_that_runs_newest_ids() {
+    let env = Env::new(1);
+    let old = positions(6);
+    env.append(0, &old);
+    compactor::run(env.config()).await.expect("run 1");
+    env.append(0, &positions(2));
+    compactor::run(env.config()).await.expect("run 2");
+    // Window: run 2 whole (2 ids) + 2 more: run 1's two newest.
+    env.append(0, &[old[0].clone(), old[4].clone(), old[5].clone()]);
+    let mut narrow = env.config();
+    narrow.dedup_window_ids = 4;
+    let report = compactor::run(narrow).await.expect("run 3");
+    assert_eq!(
+        report.duplicates_dropped, 2,
+        "old[4] and old[5] are in the window"
+    );
+    assert_eq!(report.rows_written, 1, "old[0] fell outside it");
+}
+
+#[tokio::test]
+async fn a_new_table_keeps_its_log_for_a_year_so_the_next_runs_state_survives_cleanup() {
+    let env = Env::new(1);
+    env.append(0, &positions(2));
+    compactor::run(env.config()).await.expect("run");
+    // Read the table's metaData action straight from the log.
+    let log = std::fs::read_to_string(env.table.join("_delta_log/00000000000000000000.json"))
+        .expect("the creating commit");
+    let metadata = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("action"))
+        .find_map(|a| a.get("metaData").cloned())
+        .expect("a metaData action");
+    assert_eq!(
+        metadata["configuration"]["delta.logRetentionDuration"],
+        compactor::table::LOG_RETENTION
+    );
 }

@@ -12,8 +12,7 @@ use courier_model::position::{Position, TimeRules, UncheckedPosition};
 use deltalake::logstore::object_store::ObjectStoreExt as _;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-/// The test process's "now", fixed at its first use (positions must be
-/// recent: the compactor dead-letters positions older than 7 days).
+/// The test process's "now", fixed at its first use.
 pub fn now() -> DateTime<Utc> {
     static NOW: std::sync::OnceLock<DateTime<Utc>> = std::sync::OnceLock::new();
     *NOW.get_or_init(|| {
@@ -36,9 +35,10 @@ pub fn position_with(i: usize, event_id: &str, recorded_offset: TimeDelta) -> Po
         heading_deg: Some(90.0),
         order_id: i.is_multiple_of(3).then_some(order.as_str()),
     };
+    // As a deployment with a wide window accepts them.
     let lenient = TimeRules {
         max_future: std::time::Duration::from_secs(365 * 24 * 3600),
-        ..TimeRules::default()
+        max_age: std::time::Duration::from_secs(365 * 24 * 3600),
     };
     Position::try_new(&input, now(), &lenient).expect("valid position")
 }
@@ -65,6 +65,28 @@ pub fn encode(positions: &[Position]) -> Vec<u8> {
     for p in positions {
         encode_datum(p, &mut datums);
     }
+    RecordEncoder::new(Codec::Zstandard).encode(&datums, positions.len())
+}
+
+/// One stream record holding `positions`, with the latitude of the one at
+/// `index` overwritten by `lat` (a value our own types refuse to hold: what
+/// another producer could write).
+pub fn encode_with_lat(positions: &[Position], index: usize, lat: f64) -> Vec<u8> {
+    let mut datums = Vec::new();
+    let mut start = 0;
+    for (i, p) in positions.iter().enumerate() {
+        if i == index {
+            start = datums.len();
+        }
+        encode_datum(p, &mut datums);
+    }
+    let old = positions[index].lat.get().to_le_bytes();
+    let at = start
+        + datums[start..]
+            .windows(8)
+            .position(|w| w == old)
+            .expect("the latitude's bytes");
+    datums[at..at + 8].copy_from_slice(&lat.to_le_bytes());
     RecordEncoder::new(Codec::Zstandard).encode(&datums, positions.len())
 }
 

@@ -6,7 +6,17 @@
 //! - `cut()`: every connection is dropped without an answer, until `restore()`;
 //! - `stall(operation, pass)`: after letting `pass` calls of `operation` (for
 //!   example `GetRecords`) through, holds every further one unanswered, as a
-//!   hung network path does, until `restore()`; `held()` counts them.
+//!   hung network path does, until `restore()`; `held()` counts them;
+//! - `lose_answer(method, path_suffix)`: forwards the next request with that
+//!   method whose path ends with the suffix (an S3 object, say), lets the
+//!   server carry it out, then drops the connection instead of answering:
+//!   the request took effect but the client never hears so; `lost()` counts;
+//! - `expire_through(n)`: `GetRecords` answers leave out every record whose
+//!   sequence number is at most n, as Kinesis does once they passed the
+//!   stream's retention (moto keeps records forever).
+//!
+//! Requests are forwarded with their own method, path and query, so the
+//! proxy stands in front of the server's S3 API as well.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -30,6 +40,9 @@ struct State {
     stall: std::sync::Mutex<Option<(String, usize)>>,
     held: AtomicUsize,
     released: tokio::sync::Notify,
+    lose: std::sync::Mutex<Option<(String, String)>>,
+    lost: AtomicUsize,
+    expired_through: AtomicUsize,
 }
 
 pub struct FaultProxy {
@@ -100,6 +113,40 @@ impl FaultProxy {
     pub fn held(&self) -> usize {
         self.state.held.load(Ordering::SeqCst)
     }
+
+    #[allow(dead_code)] // used by the compactor's tests
+    pub fn lose_answer(&self, method: &str, path_suffix: &str) {
+        if let Ok(mut lose) = self.state.lose.lock() {
+            *lose = Some((method.to_owned(), path_suffix.to_owned()));
+        }
+    }
+
+    #[allow(dead_code)] // used by the compactor's tests
+    pub fn expire_through(&self, sequence_number: usize) {
+        self.state
+            .expired_through
+            .store(sequence_number, Ordering::SeqCst);
+    }
+
+    #[allow(dead_code)] // used by the compactor's tests
+    pub fn lost(&self) -> usize {
+        self.state.lost.load(Ordering::SeqCst)
+    }
+}
+
+/// Whether the answer to this request must be lost (once per `lose_answer`).
+fn must_lose(state: &State, method: &str, path: &str) -> bool {
+    let Ok(mut lose) = state.lose.lock() else {
+        return false;
+    };
+    let hit = lose
+        .as_ref()
+        .is_some_and(|(m, suffix)| m == method && path.ends_with(suffix.as_str()));
+    if hit {
+        *lose = None;
+        state.lost.fetch_add(1, Ordering::SeqCst);
+    }
+    hit
 }
 
 /// Whether this call must be held (and counts the calls let through).
@@ -184,8 +231,14 @@ async fn handle(
             .ok()
             .and_then(|v| v["Records"].as_array().map(|r| !r.is_empty()))
             .unwrap_or(false);
-    let (status, content_type, upstream_body) = if kept_any {
-        let mut forward = client.post(format!("{}{}", state.upstream, parts.uri.path()));
+    let lose = must_lose(&state, parts.method.as_str(), parts.uri.path());
+    let (status, headers, upstream_body) = if kept_any {
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let mut forward = client.request(parts.method.clone(), format!("{}{path}", state.upstream));
         for (name, value) in &parts.headers {
             if name != "host" && name != "content-length" {
                 forward = forward.header(name, value);
@@ -193,21 +246,43 @@ async fn handle(
         }
         let res = forward.body(forward_body).send().await.map_err(|_| Cut)?;
         let status = res.status().as_u16();
-        let content_type = res
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/x-amz-json-1.1")
-            .to_owned();
-        (status, content_type, res.bytes().await.map_err(|_| Cut)?)
+        // Every header of the answer (S3 clients read ETag, Last-Modified...);
+        // hyper sets the framing headers itself.
+        let mut headers = res.headers().clone();
+        headers.remove("content-length");
+        headers.remove("transfer-encoding");
+        headers.remove("connection");
+        let body = res.bytes().await.map_err(|_| Cut)?;
+        if lose {
+            // Carried out by the server; the client never hears of it.
+            return Err(Cut);
+        }
+        (status, headers, body)
     } else {
+        let mut headers = hyper::HeaderMap::new();
+        headers.insert(
+            "content-type",
+            hyper::header::HeaderValue::from_static("application/x-amz-json-1.1"),
+        );
         (
             200,
-            "application/x-amz-json-1.1".to_owned(),
+            headers,
             Bytes::from_static(br#"{"FailedRecordCount":0,"Records":[]}"#),
         )
     };
-    let body = if failed_at.is_empty() || status != 200 {
+    let expired = state.expired_through.load(Ordering::SeqCst);
+    let body = if target.ends_with(".GetRecords") && expired > 0 && status == 200 {
+        let mut answer: Value = serde_json::from_slice(&upstream_body).map_err(|_| Cut)?;
+        if let Some(records) = answer["Records"].as_array_mut() {
+            records.retain(|r| {
+                r["SequenceNumber"]
+                    .as_str()
+                    .and_then(|s| s.parse::<u128>().ok())
+                    .is_none_or(|seq| seq > expired as u128)
+            });
+        }
+        Bytes::from(serde_json::to_vec(&answer).map_err(|_| Cut)?)
+    } else if failed_at.is_empty() || status != 200 {
         upstream_body
     } else {
         let upstream: Value = serde_json::from_slice(&upstream_body).map_err(|_| Cut)?;
@@ -235,9 +310,10 @@ async fn handle(
                 .map_err(|_| Cut)?,
         )
     };
-    Response::builder()
+    let mut response = Response::builder()
         .status(status)
-        .header("content-type", content_type)
         .body(Full::new(body))
-        .map_err(|_| Cut)
+        .map_err(|_| Cut)?;
+    *response.headers_mut() = headers;
+    Ok(response)
 }

@@ -1,0 +1,108 @@
+//! Stage two, decode: one stream record becomes valid positions (handed to
+//! the rows stage) and dead letters. Only what cannot be decoded or is
+//! structurally invalid is dead-lettered: the time window is the ingestion
+//! service's rule, applied once at receipt, never again here.
+
+use base64::Engine as _;
+use courier_model::avro::{AvroPosition, DecodeLimits, decode_record_with};
+use courier_model::position::TimeRules;
+use serde_json::{Value, json};
+
+use crate::dead_letters::DeadLetters;
+use crate::rows::RowWriter;
+use crate::source::SourceRecord;
+use crate::{CompactorError, SequenceNumber};
+
+/// Decodes `record` of `shard_id`: valid positions to `rows`, the rest to
+/// `dead` with the reason. Returns the positions the record declared and
+/// the positions decoded from it.
+pub(crate) async fn decode_into(
+    record: &SourceRecord,
+    shard_id: &str,
+    limits: &DecodeLimits,
+    rows: &mut RowWriter,
+    dead: &mut DeadLetters,
+) -> Result<(u64, u64), CompactorError> {
+    let seq = &record.sequence_number;
+    let datums = match decode_record_with(&record.data, limits) {
+        Ok(d) => d,
+        Err(e) => {
+            dead.push(undecodable(
+                shard_id,
+                seq,
+                None,
+                e.to_string(),
+                &record.data,
+            ))
+            .await?;
+            return Ok((0, 0));
+        }
+    };
+    let declared = datums.len() as u64;
+    let mut decoded = 0;
+    for (index, datum) in datums.into_iter().enumerate() {
+        let avro = match datum {
+            Ok(a) => a,
+            Err(e) => {
+                dead.push(undecodable(
+                    shard_id,
+                    seq,
+                    Some(index),
+                    e.to_string(),
+                    &record.data,
+                ))
+                .await?;
+                continue;
+            }
+        };
+        decoded += 1;
+        match avro.validate(&TimeRules::UNBOUNDED) {
+            Ok(position) => rows.push(position).await?,
+            Err(errors) => {
+                let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                dead.push(json!({
+                    "kind": "invalid",
+                    "reasons": reasons,
+                    "shard_id": shard_id,
+                    "sequence_number": seq.as_str(),
+                    "datum_index": index,
+                    "position": avro_json(&avro),
+                }))
+                .await?;
+            }
+        }
+    }
+    Ok((declared, decoded))
+}
+
+fn avro_json(p: &AvroPosition) -> Value {
+    json!({
+        "event_id": p.event_id,
+        "courier_id": p.courier_id,
+        "lat": p.lat,
+        "lon": p.lon,
+        "recorded_at": p.recorded_at,
+        "received_at": p.received_at,
+        "accuracy_m": p.accuracy_m,
+        "speed_mps": p.speed_mps,
+        "heading_deg": p.heading_deg,
+        "order_id": p.order_id,
+    })
+}
+
+fn undecodable(
+    shard_id: &str,
+    seq: &SequenceNumber,
+    index: Option<usize>,
+    error: String,
+    data: &[u8],
+) -> Value {
+    json!({
+        "kind": "undecodable",
+        "reasons": [error],
+        "shard_id": shard_id,
+        "sequence_number": seq.as_str(),
+        "datum_index": index,
+        "data_base64": base64::engine::general_purpose::STANDARD.encode(data),
+    })
+}

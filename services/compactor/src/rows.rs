@@ -1,0 +1,333 @@
+//! Stage four, rows: valid positions become Arrow batches and Parquet files
+//! (not yet referenced by the table), with the dedup window applied in the
+//! same task (see [`RowWriter`]).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::{
+    ArrayRef, Date32Builder, Float64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use arrow::datatypes::SchemaRef;
+use courier_model::position::Position;
+use deltalake::DeltaTable;
+use deltalake::kernel::Add;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+
+use crate::CompactorError;
+use crate::dedup::{IdSet, IdsFile, IdsWriter};
+
+/// Rows per Arrow RecordBatch handed to the Parquet writer.
+pub const BATCH_ROWS: usize = 65_536;
+
+struct Rows {
+    schema: SchemaRef,
+    event_id: StringBuilder,
+    courier_id: StringBuilder,
+    lat: Float64Builder,
+    lon: Float64Builder,
+    recorded_at: TimestampMicrosecondBuilder,
+    received_at: TimestampMicrosecondBuilder,
+    accuracy_m: Float64Builder,
+    speed_mps: Float64Builder,
+    heading_deg: Float64Builder,
+    order_id: StringBuilder,
+    event_date: Date32Builder,
+    len: usize,
+}
+
+impl Rows {
+    fn new(schema: SchemaRef) -> Self {
+        let ts = || TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC");
+        Self {
+            schema,
+            event_id: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 36),
+            courier_id: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16),
+            lat: Float64Builder::with_capacity(BATCH_ROWS),
+            lon: Float64Builder::with_capacity(BATCH_ROWS),
+            recorded_at: ts(),
+            received_at: ts(),
+            accuracy_m: Float64Builder::with_capacity(BATCH_ROWS),
+            speed_mps: Float64Builder::with_capacity(BATCH_ROWS),
+            heading_deg: Float64Builder::with_capacity(BATCH_ROWS),
+            order_id: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16),
+            event_date: Date32Builder::with_capacity(BATCH_ROWS),
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, p: &Position) {
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        self.event_id
+            .append_value(p.event_id.as_uuid().hyphenated().encode_lower(&mut id));
+        self.courier_id.append_value(p.courier_id.as_str());
+        self.lat.append_value(p.lat.get());
+        self.lon.append_value(p.lon.get());
+        self.recorded_at
+            .append_value(p.recorded_at.timestamp_micros());
+        self.received_at
+            .append_value(p.received_at.timestamp_micros());
+        self.accuracy_m.append_option(p.accuracy_m.map(|v| v.get()));
+        self.speed_mps.append_option(p.speed_mps.map(|v| v.get()));
+        self.heading_deg
+            .append_option(p.heading_deg.map(|v| v.get()));
+        self.order_id
+            .append_option(p.order_id.as_ref().map(|o| o.as_str()));
+        let days = p.recorded_at.timestamp().div_euclid(86_400);
+        self.event_date
+            .append_value(i32::try_from(days).unwrap_or(i32::MAX));
+        self.len += 1;
+    }
+
+    /// The batch so far; the builders start over with their full capacity
+    /// (a finished Arrow builder keeps none, and regrowing it by doubling for
+    /// every batch cost more than filling it).
+    fn finish(&mut self) -> Result<RecordBatch, CompactorError> {
+        let schema = self.schema.clone();
+        let mut full = std::mem::replace(self, Self::new(schema.clone()));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(full.event_id.finish()),
+            Arc::new(full.courier_id.finish()),
+            Arc::new(full.lat.finish()),
+            Arc::new(full.lon.finish()),
+            Arc::new(full.recorded_at.finish()),
+            Arc::new(full.received_at.finish()),
+            Arc::new(full.accuracy_m.finish()),
+            Arc::new(full.speed_mps.finish()),
+            Arc::new(full.heading_deg.finish()),
+            Arc::new(full.order_id.finish()),
+            Arc::new(full.event_date.finish()),
+        ];
+        RecordBatch::try_new(schema, columns).map_err(|e| CompactorError::Arrow {
+            context: "build a record batch",
+            source: e,
+        })
+    }
+}
+
+/// Parquet writer settings: snappy (fast, what delta-rs uses by default) and
+/// row groups of 128 K rows, so the writer holds at most one such row group of
+/// Arrow data besides the encoded file.
+fn writer_properties() -> parquet::file::properties::WriterProperties {
+    parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(128 * 1024))
+        .set_created_by(format!("courier compactor {}", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Counts kept by the writer task, read by the progress output and the report.
+#[derive(Default)]
+struct Written {
+    rows: AtomicU64,
+    duplicates: AtomicU64,
+}
+
+impl Written {
+    fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+}
+
+/// What the writer task hands back: the files it added and the run's id file.
+type WriterOutput = (Vec<Add>, Option<IdsFile>);
+
+/// What the writer task owns.
+struct WriterTask {
+    writer: RecordBatchWriter,
+    rows: Rows,
+    /// The dedup window, then every id of this run too.
+    seen: IdSet,
+    ids: IdsWriter,
+    written: Arc<Written>,
+    uri: String,
+    target_rows: u64,
+}
+
+/// The writer task: drops the positions already seen, writes the rest as
+/// Parquet (files finished every `target_rows` rows) and their ids to the id
+/// file; returns the Add actions and the id file.
+async fn write_positions(
+    mut task: WriterTask,
+    mut batches: tokio::sync::mpsc::Receiver<Vec<Position>>,
+) -> Result<WriterOutput, CompactorError> {
+    let mut adds = Vec::new();
+    let mut in_files = 0u64;
+    while let Some(positions) = batches.recv().await {
+        let mut duplicates = 0u64;
+        for position in &positions {
+            let id = position.event_id.as_uuid();
+            if task.seen.insert(*id) {
+                task.ids.push(id);
+                task.rows.push(position);
+            } else {
+                duplicates += 1;
+            }
+        }
+        drop(positions);
+        task.written
+            .duplicates
+            .fetch_add(duplicates, Ordering::Relaxed);
+        if task.rows.len == 0 {
+            continue;
+        }
+        task.ids.write_batch().await?;
+        let batch = task.rows.finish()?;
+        let rows = batch.num_rows() as u64;
+        task.writer
+            .write(batch)
+            .await
+            .map_err(|e| CompactorError::delta(&task.uri, "write Parquet", e))?;
+        task.written.rows.fetch_add(rows, Ordering::Relaxed);
+        in_files += rows;
+        if in_files >= task.target_rows {
+            adds.extend(finish_files(&mut task.writer, &task.uri).await?);
+            in_files = 0;
+        }
+    }
+    adds.extend(finish_files(&mut task.writer, &task.uri).await?);
+    Ok((adds, task.ids.finish().await?))
+}
+
+async fn finish_files(
+    writer: &mut RecordBatchWriter,
+    uri: &str,
+) -> Result<Vec<Add>, CompactorError> {
+    writer
+        .flush()
+        .await
+        .map_err(|e| CompactorError::delta(uri, "finish Parquet files", e))
+}
+
+/// The error of a writer task that stopped taking batches.
+async fn writer_failed(
+    task: Option<tokio::task::JoinHandle<Result<WriterOutput, CompactorError>>>,
+) -> CompactorError {
+    match task {
+        Some(task) => match task.await {
+            Ok(Err(e)) => e,
+            Ok(Ok(_)) => CompactorError::State("the Parquet writer stopped early".into()),
+            Err(e) => CompactorError::State(format!("the Parquet writer task failed: {e}")),
+        },
+        None => CompactorError::State("the Parquet writer is gone".into()),
+    }
+}
+
+/// The rows stage as the reading side sees it: valid positions go in, in
+/// batches of [`BATCH_ROWS`], to the writer task, which drops the ones the
+/// dedup window has seen, builds Arrow batches, writes Parquet and the run's
+/// id file. Reading and decoding run on one core, this task on the other;
+/// at most two batches are in flight between them.
+pub(crate) struct RowWriter {
+    batches: tokio::sync::mpsc::Sender<Vec<Position>>,
+    task: Option<tokio::task::JoinHandle<Result<WriterOutput, CompactorError>>>,
+    written: Arc<Written>,
+    pending: Vec<Position>,
+}
+
+impl RowWriter {
+    /// Starts the writer task for `table`, with the dedup window `seen`.
+    pub(crate) fn spawn(
+        table: &DeltaTable,
+        seen: IdSet,
+        ids: IdsWriter,
+        target_rows: u64,
+    ) -> Result<Self, CompactorError> {
+        let uri = table.table_url().to_string();
+        let writer = RecordBatchWriter::for_table(table)
+            .map_err(|e| CompactorError::delta(&uri, "create the writer", e))?
+            .with_writer_properties(writer_properties());
+        let (batches, batch_rx) = tokio::sync::mpsc::channel::<Vec<Position>>(2);
+        let written = Arc::new(Written::default());
+        let task = tokio::spawn(write_positions(
+            WriterTask {
+                rows: Rows::new(writer.arrow_schema()),
+                writer,
+                seen,
+                ids,
+                written: written.clone(),
+                uri,
+                target_rows,
+            },
+            batch_rx,
+        ));
+        Ok(Self {
+            batches,
+            task: Some(task),
+            written,
+            pending: Vec::with_capacity(BATCH_ROWS),
+        })
+    }
+
+    /// Adds one valid position (sent on with a full batch).
+    pub(crate) async fn push(&mut self, position: Position) -> Result<(), CompactorError> {
+        self.pending.push(position);
+        if self.pending.len() >= BATCH_ROWS {
+            let full = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH_ROWS));
+            self.send(full).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, batch: Vec<Position>) -> Result<(), CompactorError> {
+        if self.batches.send(batch).await.is_err() {
+            return Err(writer_failed(self.task.take()).await);
+        }
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub(crate) fn rows(&self) -> u64 {
+        self.written.rows()
+    }
+
+    /// Duplicates dropped so far.
+    pub(crate) fn duplicates(&self) -> u64 {
+        self.written.duplicates()
+    }
+
+    /// Sends the last batch and waits for the writer: the files it added,
+    /// the run's id file and the final counts.
+    pub(crate) async fn finish(mut self) -> Result<RowsWritten, CompactorError> {
+        let last = std::mem::take(&mut self.pending);
+        if !last.is_empty() {
+            self.send(last).await?;
+        }
+        let Self {
+            batches,
+            task,
+            written,
+            ..
+        } = self;
+        drop(batches);
+        let (adds, ids_file) = match task {
+            Some(task) => task.await.map_err(|e| {
+                CompactorError::State(format!("the Parquet writer task failed: {e}"))
+            })??,
+            None => return Err(CompactorError::State("the Parquet writer is gone".into())),
+        };
+        Ok(RowsWritten {
+            adds,
+            ids_file,
+            rows: written.rows(),
+            duplicates: written.duplicates(),
+        })
+    }
+}
+
+/// What the rows stage produced.
+pub(crate) struct RowsWritten {
+    /// The Parquet files added (not yet committed).
+    pub(crate) adds: Vec<Add>,
+    /// The run's id file, when it wrote rows.
+    pub(crate) ids_file: Option<IdsFile>,
+    /// Rows written.
+    pub(crate) rows: u64,
+    /// Positions dropped as duplicates.
+    pub(crate) duplicates: u64,
+}
