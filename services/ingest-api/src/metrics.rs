@@ -47,6 +47,8 @@ pub struct Metrics {
     pub inflight_bytes: IntGauge,
     /// 1 when the stream answered the last health check.
     pub stream_up: IntGauge,
+    /// Unread local stream segments deleted over the disk cap (data loss).
+    pub local_segments_dropped: IntGauge,
     /// Open shards in the routing table.
     pub shards: IntGauge,
     /// Couriers in the latest-position tracker.
@@ -223,6 +225,11 @@ impl Metrics {
                 &r,
                 "ingest_stream_up",
                 "1 when the stream passed its last health check, else 0.",
+            ),
+            local_segments_dropped: gauge(
+                &r,
+                "ingest_local_stream_unread_segments_deleted",
+                "Local stream segments deleted over the disk cap before the compactor read them, since start (data loss: alert on any).",
             ),
             shards: gauge(
                 &r,

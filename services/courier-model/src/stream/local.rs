@@ -614,6 +614,10 @@ impl StreamSink for LocalStream {
         "local"
     }
 
+    fn segments_dropped(&self) -> u64 {
+        LocalStream::segments_dropped(self)
+    }
+
     fn shard_map(&self) -> BoxFuture<'_, Result<ShardMap, StreamError>> {
         let map = self.inner.map.clone();
         Box::pin(async move { Ok(map) })

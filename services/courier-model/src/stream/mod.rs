@@ -297,6 +297,12 @@ pub trait StreamSink: Send + Sync + 'static {
     /// Re-establishes the sink after an error for which
     /// [`StreamError::needs_reset`] holds.
     fn reset(&self) -> BoxFuture<'_, Result<(), StreamError>>;
+
+    /// Unread segments deleted over a disk cap since the sink opened (each
+    /// one is data loss; only the local stream has such a cap).
+    fn segments_dropped(&self) -> u64 {
+        0
+    }
 }
 
 #[cfg(test)]

@@ -287,6 +287,9 @@ impl Pipeline {
         let probe = self.sink.check_health().await;
         self.health.record_probe(&probe);
         self.metrics.stream_up.set(i64::from(probe.is_ok()));
+        self.metrics
+            .local_segments_dropped
+            .set(i64::try_from(self.sink.segments_dropped()).unwrap_or(i64::MAX));
         if let Err(e) = &probe {
             tracing::warn!(error = %e, "stream health check failed");
         }
@@ -587,6 +590,65 @@ mod tests {
             .write(&[position("c2")])
             .await
             .expect("written through the new writer");
+        pipeline.stop();
+    }
+
+    /// Over the local stream's disk cap, unread segments go: each refresh
+    /// publishes how many, so an alert can fire on the first one.
+    #[actix_rt::test]
+    async fn unread_segments_deleted_over_the_disk_cap_show_in_a_metric() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let sink = LocalStream::open(
+            dir.path(),
+            "s",
+            LocalOptions {
+                shards: 1,
+                segment_bytes: 1024,
+                max_bytes: Some(2048),
+            },
+        )
+        .expect("open");
+        let metrics = Metrics::new();
+        let pipeline = Pipeline::start(
+            Arc::new(sink.clone()),
+            PipelineOptions {
+                limits: BatchLimits {
+                    max_bytes: 64 * 1024,
+                    max_positions: 1,
+                    linger: Duration::from_millis(1),
+                },
+                codec: Codec::Null,
+                writers: 1,
+                writer_concurrency: 1,
+                retry: RetryPolicy {
+                    base: Duration::from_millis(5),
+                    max: Duration::from_millis(20),
+                },
+                write_timeout: Duration::from_secs(5),
+                max_inflight_positions: 1000,
+                max_inflight_bytes: 1 << 20,
+                tracker_shards: 1,
+                tracker_ttl: Duration::from_secs(60),
+                tracker_max_couriers: 10,
+                actor_threads: 1,
+                stream_buffer: 16,
+            },
+            metrics.clone(),
+        );
+        pipeline.refresh(true).await.expect("local stream");
+        assert_eq!(metrics.local_segments_dropped.get(), 0);
+        for i in 0..60 {
+            pipeline
+                .write(&[position(&format!("courier-{i}"))])
+                .await
+                .expect("written");
+        }
+        assert!(sink.segments_dropped() > 0, "the cap deleted segments");
+        pipeline.refresh(false).await.expect("refresh");
+        assert_eq!(
+            metrics.local_segments_dropped.get(),
+            i64::try_from(sink.segments_dropped()).expect("small")
+        );
         pipeline.stop();
     }
 }
