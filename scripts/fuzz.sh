@@ -5,6 +5,8 @@
 #   scripts/fuzz.sh run TARGET [ARGS...]   fuzz one target; ARGS go to libFuzzer
 #                                          (e.g. -max_total_time=600 -jobs=2)
 #   scripts/fuzz.sh smoke SECONDS          every target for SECONDS each (make test)
+#   scripts/fuzz.sh repro TARGET FILE...   run the target on these inputs only
+#                                          (a crash from fuzz/artifacts/TARGET/)
 #   scripts/fuzz.sh list                   the targets
 #
 # FUZZ_BUILD picks the build: `release` (default for build and run: optimised,
@@ -108,11 +110,25 @@ case "${1:-}" in
     fi
     echo "fuzz: every target ran ${seconds}s without a crash"
     ;;
+  repro)
+    [[ $# -ge 3 ]] || { echo "usage: $0 repro TARGET FILE..." >&2; exit 2; }
+    target="$2"
+    shift 2
+    build "${FUZZ_BUILD:-release}"
+    tmp="$(mktemp -d "$tmp_root.XXXXXX")"
+    status=0
+    profile_dir=release
+    [[ "${FUZZ_BUILD:-release}" == dev ]] && profile_dir=debug
+    TMPDIR="$tmp" "fuzz/target/x86_64-unknown-linux-gnu/$profile_dir/$target" \
+      -rss_limit_mb=2048 -malloc_limit_mb=1024 "$@" || status=$?
+    rm -rf "$tmp"
+    exit "$status"
+    ;;
   list)
     "$cargo_fuzz" fuzz list
     ;;
   *)
-    sed -n '2,7p' "$0" >&2
+    sed -n '2,9p' "$0" >&2
     exit 2
     ;;
 esac
