@@ -14,7 +14,7 @@ use std::time::Instant;
 use chrono::{TimeDelta, Utc};
 use courier_model::avro::{Codec, RecordEncoder, encode_datum};
 use courier_model::position::{Position, TimeRules, UncheckedPosition};
-use courier_model::stream::local::{LocalOptions, LocalStream};
+use courier_stream::local::{LocalOptions, LocalStream};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

@@ -1,6 +1,6 @@
 //! Errors of the compactor, each with the context it happened in.
 
-use courier_model::stream::StreamError;
+use courier_stream::StreamError;
 use deltalake::DeltaTableError;
 
 /// Exit code: the run succeeded (also when there was nothing to do).

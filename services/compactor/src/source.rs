@@ -24,9 +24,9 @@ use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::operation::get_records::GetRecordsError;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use bytes::Bytes;
-use courier_model::stream::StreamError;
-use courier_model::stream::kinesis::{KinesisStream, THROTTLE_CODES, call_error};
-use courier_model::stream::local::{LocalStreamReader, ShardCursor};
+use courier_stream::kinesis::{KinesisStream, THROTTLE_CODES, call_error};
+use courier_stream::local::{LocalStreamReader, ShardCursor};
+use courier_stream::{Backoff, StreamError};
 
 use crate::{CompactorError, SequenceNumber};
 
@@ -123,9 +123,11 @@ fn stream_err(stream: &str) -> impl Fn(StreamError) -> CompactorError + '_ {
 /// Attempts of one call before the run fails.
 const MAX_ATTEMPTS: u32 = 10;
 
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
-}
+/// Between attempts: 100 ms, doubling, at most 5 s (the stream crate's backoff).
+const BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+};
 
 impl Source {
     /// Opens the stream `name`.
@@ -357,7 +359,7 @@ impl KinesisSource {
             match make().await {
                 Err(e) if retryable(&e) && attempt + 1 < MAX_ATTEMPTS => {
                     tracing::warn!(operation, attempt, "throttled or unreachable; backing off");
-                    tokio::time::sleep(backoff(attempt)).await;
+                    tokio::time::sleep(BACKOFF.ceiling(attempt + 1)).await;
                     attempt += 1;
                 }
                 result => return result,

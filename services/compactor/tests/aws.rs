@@ -4,12 +4,6 @@
 //! configure everything through the environment, as the ECS task does.
 
 mod common;
-#[allow(dead_code)]
-#[path = "../../ingest-api/tests/support/fault_proxy.rs"]
-mod fault_proxy;
-#[allow(dead_code)]
-#[path = "../../ingest-api/tests/support/moto.rs"]
-mod moto;
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::{Command, Output, Stdio};
@@ -20,6 +14,7 @@ use common::{encode, ids, positions, sorted, table_event_ids};
 use compactor::{Location, RunConfig, SourceConfig};
 use courier_model::position::Position;
 use serde_json::Value;
+use test_support::{fault_proxy, moto};
 
 const BUCKET: &str = "lake";
 const TABLE: &str = "s3://lake/tables/positions";

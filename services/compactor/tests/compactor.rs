@@ -11,7 +11,7 @@ use common::{encode, ids, local_path, position, position_with, positions, sorted
 use compactor::table::COLUMNS;
 use compactor::{CompactorError, Location, RunConfig, SourceConfig};
 use courier_model::position::Position;
-use courier_model::stream::local::{LocalOptions, LocalStream};
+use courier_stream::local::{LocalOptions, LocalStream};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 const STREAM: &str = "positions";

@@ -5,8 +5,9 @@
 //! - [`avro`]: the Avro schema (`schema/courier_position.avsc`), the datum
 //!   encoder and the stream record format (one Avro object container file per
 //!   record), and the decoder with schema resolution.
-//! - [`stream`]: the stream abstraction and its two implementations, Amazon
-//!   Kinesis and the local file-backed stream.
+//!
+//! The stream the records travel on (Kinesis or the local file-backed
+//! stream) is the `courier-stream` crate.
 //!
 //! ```
 //! use courier_model::avro::{Codec, RecordEncoder, decode_record, encode_datum};
@@ -31,4 +32,3 @@
 
 pub mod avro;
 pub mod position;
-pub mod stream;

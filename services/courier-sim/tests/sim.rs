@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courier_model::avro::decode_record;
-use courier_model::stream::local::LocalStreamReader;
 use courier_sim::sim::{Counters, SimConfig, Summary, run};
+use courier_stream::local::LocalStreamReader;
 use ingest_api::app::Application;
 use ingest_api::auth::create_key;
 use ingest_api::config::Settings;

@@ -284,8 +284,8 @@ fn main() {
 
 /// Kinesis cost per million positions from what the service actually wrote.
 fn print_kinesis_cost(data_dir: &std::path::Path) {
-    use courier_model::stream::limits::PUT_PAYLOAD_UNIT;
-    use courier_model::stream::local::LocalStreamReader;
+    use courier_stream::limits::PUT_PAYLOAD_UNIT;
+    use courier_stream::local::LocalStreamReader;
     let reader = LocalStreamReader::open(data_dir, "courier-positions").expect("stream");
     let (mut records, mut units, mut positions, mut bytes, mut datum_bytes) =
         (0u64, 0u64, 0u64, 0u64, 0u64);

@@ -9,9 +9,9 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use courier_model::position::TimeRules;
-use courier_model::stream::StreamSink;
-use courier_model::stream::kinesis::{KinesisStream, KinesisTimeouts, client_from_env};
-use courier_model::stream::local::{LocalOptions, LocalStream};
+use courier_stream::StreamSink;
+use courier_stream::kinesis::{KinesisStream, KinesisTimeouts, client_from_env};
+use courier_stream::local::{LocalOptions, LocalStream};
 use tokio::sync::Notify;
 
 use crate::auth::ApiKeys;
@@ -238,7 +238,7 @@ async fn shutdown(handle: ServerHandle, pipeline: &Pipeline, grace: Duration) {
 mod tests {
     use super::*;
     use crate::auth::create_key;
-    use courier_model::stream::local::LocalStreamReader;
+    use courier_stream::local::LocalStreamReader;
 
     async fn wait_for(what: &str, timeout: Duration, mut cond: impl AsyncFnMut() -> bool) {
         let deadline = Instant::now() + timeout;

@@ -173,7 +173,7 @@ pub enum SettingsError {
 impl Settings {
     /// Checks ranges and the Kinesis hard limits.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        let max_record = courier_model::stream::limits::MAX_RECORD_BYTES - 4096;
+        let max_record = courier_stream::limits::MAX_RECORD_BYTES - 4096;
         let checks: [(&'static str, bool, String); 11] = [
             (
                 "max_batch_positions",

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use courier_model::avro::decode_record;
-use courier_model::stream::StreamError;
-use courier_model::stream::local::LocalStreamReader;
+use courier_stream::StreamError;
+use courier_stream::local::LocalStreamReader;
 use serde::Serialize;
 
 /// Counts of one shard.

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use courier_model::avro::decode_record;
-use courier_model::stream::kinesis::KinesisStream;
-use courier_model::stream::{ShardMap, StreamSink};
+use courier_stream::kinesis::KinesisStream;
+use courier_stream::{ShardMap, StreamSink};
 use ingest_api::app::Application;
 use ingest_api::auth::{ApiKeys, create_key};
 use serde_json::{Value, json};
-use support::fault_proxy::FaultProxy;
-use support::moto::{MotoServer, create_stream, kinesis_client, read_all_records};
 use support::*;
+use test_support::fault_proxy::FaultProxy;
+use test_support::moto::{MotoServer, create_stream, kinesis_client, read_all_records};
 
 struct KinesisApp {
     app: TestApp,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use bytes::Bytes;
 use courier_model::avro::RecordEncoder;
-use courier_model::stream::OutRecord;
+use courier_stream::OutRecord;
 
 use super::WriterSlot;
 use super::ack::Ack;

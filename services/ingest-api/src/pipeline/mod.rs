@@ -30,7 +30,7 @@ use actix_rt::{Arbiter, ArbiterHandle};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use courier_model::avro::{Codec, RecordEncoder, encode_datum};
 use courier_model::position::Position;
-use courier_model::stream::{ShardMap, StreamError, StreamSink, partition_hash};
+use courier_stream::{ShardMap, StreamError, StreamSink, partition_hash};
 use tokio::sync::Notify;
 
 use self::ack::{Ack, WriteError};
@@ -516,7 +516,7 @@ impl Pipeline {
 mod tests {
     use super::*;
     use courier_model::position::{TimeRules, UncheckedPosition};
-    use courier_model::stream::local::{LocalOptions, LocalStream};
+    use courier_stream::local::{LocalOptions, LocalStream};
 
     fn position(courier: &str) -> Position {
         let now = chrono::Utc::now();

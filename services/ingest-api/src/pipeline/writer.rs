@@ -26,9 +26,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use courier_model::stream::{OutRecord, PutOutcome, StreamError, StreamSink, limits};
+use courier_stream::{OutRecord, PutOutcome, StreamError, StreamSink, limits};
 use parking_lot::Mutex;
-use rand::Rng;
 use tokio::sync::Notify;
 
 use super::ack::{Ack, WriteError};
@@ -61,32 +60,9 @@ struct Pending {
     not_before: Instant,
 }
 
-/// Backoff between attempts.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// First delay.
-    pub base: Duration,
-    /// Largest delay.
-    pub max: Duration,
-}
-
-impl RetryPolicy {
-    /// The un-jittered ceiling of attempt `n` (1-based): `base * 2^(n-1)`,
-    /// capped at `max`, and at least 1 ms.
-    pub fn ceiling(&self, attempt: u32) -> Duration {
-        self.base
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-            .min(self.max)
-            .max(Duration::from_millis(1))
-    }
-
-    /// Full-jitter exponential backoff for attempt `n` (1-based): uniform in
-    /// 1 ms ..= [`RetryPolicy::ceiling`].
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let millis = self.ceiling(attempt).as_millis().max(1) as u64;
-        Duration::from_millis(rand::rng().random_range(1..=millis))
-    }
-}
+/// Backoff between attempts of failed entries: the stream crate's one
+/// backoff, with full jitter ([`RetryPolicy::delay`]).
+pub type RetryPolicy = courier_stream::Backoff;
 
 /// What the writers know about the stream's health, for `/readyz`.
 #[derive(Debug, Default)]
@@ -447,8 +423,8 @@ mod tests {
     use super::*;
     use crate::pipeline::budget::Budget;
     use bytes::Bytes;
-    use courier_model::stream::local::{LocalOptions, LocalStream, LocalStreamReader};
-    use courier_model::stream::{BoxFuture, ShardMap};
+    use courier_stream::local::{LocalOptions, LocalStream, LocalStreamReader};
+    use courier_stream::{BoxFuture, ShardMap};
     use std::sync::atomic::AtomicUsize;
 
     /// Fault injection a real disk cannot be asked for: the local stream,

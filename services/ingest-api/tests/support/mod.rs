@@ -3,14 +3,12 @@
 #![allow(dead_code)]
 
 pub mod binary;
-pub mod fault_proxy;
-pub mod moto;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use courier_model::avro::{AvroPosition, decode_record};
-use courier_model::stream::local::LocalStreamReader;
+use courier_stream::local::LocalStreamReader;
 use ingest_api::app::{Application, ShutdownTrigger};
 use ingest_api::auth::create_key;
 use ingest_api::config::Settings;

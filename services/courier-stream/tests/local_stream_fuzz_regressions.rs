@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use courier_model::stream::local::{LocalOptions, LocalStream, LocalStreamReader};
-use courier_model::stream::shard_id_for_index;
+use courier_stream::local::{LocalOptions, LocalStream, LocalStreamReader};
+use courier_stream::shard_id_for_index;
 
 const STREAM: &str = "s";
 

@@ -12,6 +12,9 @@
 pub mod kinesis;
 pub mod local;
 
+mod backoff;
+pub use backoff::Backoff;
+
 use std::future::Future;
 use std::pin::Pin;
 

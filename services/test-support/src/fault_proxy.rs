@@ -102,33 +102,28 @@ impl FaultProxy {
         self.state.released.notify_waiters();
     }
 
-    #[allow(dead_code)] // used by the compactor's tests
     pub fn stall(&self, operation: &str, pass: usize) {
         if let Ok(mut stall) = self.state.stall.lock() {
             *stall = Some((format!(".{operation}"), pass));
         }
     }
 
-    #[allow(dead_code)] // used by the compactor's tests
     pub fn held(&self) -> usize {
         self.state.held.load(Ordering::SeqCst)
     }
 
-    #[allow(dead_code)] // used by the compactor's tests
     pub fn lose_answer(&self, method: &str, path_suffix: &str) {
         if let Ok(mut lose) = self.state.lose.lock() {
             *lose = Some((method.to_owned(), path_suffix.to_owned()));
         }
     }
 
-    #[allow(dead_code)] // used by the compactor's tests
     pub fn expire_through(&self, sequence_number: usize) {
         self.state
             .expired_through
             .store(sequence_number, Ordering::SeqCst);
     }
 
-    #[allow(dead_code)] // used by the compactor's tests
     pub fn lost(&self) -> usize {
         self.state.lost.load(Ordering::SeqCst)
     }
