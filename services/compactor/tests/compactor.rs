@@ -431,6 +431,12 @@ async fn race(use_precheck: bool, txn_only: bool) {
     let second = compactor::prepare(env.config()).await.expect("prepare 2");
     assert_eq!(first.report().run, 1);
     assert_eq!(second.report().run, 1);
+    // Each attempt writes its own dead-letter file: the loser can neither
+    // overwrite nor delete the winner's.
+    let loser_letters = second.report().dead_letter_file.clone();
+    if txn_only {
+        assert_ne!(first.report().dead_letter_file, loser_letters);
+    }
 
     let won = first.commit().await.expect("the first commit wins");
     assert!(won.committed);
@@ -457,6 +463,11 @@ async fn race(use_precheck: bool, txn_only: bool) {
         .await
         .expect("status");
     assert_eq!(status.run, 1);
+    if let Some(file) = &won.dead_letter_file {
+        let letters = std::fs::read_to_string(file).expect("the winner's dead letters survive");
+        assert_eq!(letters.lines().count(), 1);
+        assert_ne!(Some(file), loser_letters.as_ref());
+    }
 }
 
 #[tokio::test]
