@@ -12,18 +12,20 @@ use std::sync::OnceLock;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use courier_model::avro::{
-    Codec, RecordEncoder, decode_record, decode_record_generic, encode_datum,
+    AvroError, AvroPosition, Codec, DecodeLimits, RecordEncoder, decode_record,
+    decode_record_generic, decode_record_with, encode_datum,
 };
 use courier_model::position::{Position, TimeRules, UncheckedPosition};
-use courier_model::stream::local::{LocalOptions, LocalStream, LocalStreamReader};
-use courier_model::stream::shard_id_for_index;
+use courier_stream::local::{LocalOptions, LocalStream, LocalStreamReader};
+use courier_stream::shard_id_for_index;
 use ingest_api::payload::{Envelope, parse_body};
 
 // --- record_decoder ---------------------------------------------------------
 
 /// Decodes `data` as one stream record, the way the compactor does
 /// (`decode_record`: the fast decoder of our own containers, else the generic
-/// reader), then validates every datum; and through the generic reader alone.
+/// reader), then validates every datum; again with a 4 KiB decompressed-block
+/// cap (`decode_record_with`); and through the generic reader alone.
 ///
 /// Then, so the fuzzer reaches the datums behind a valid header, sync marker
 /// and compression: when `data` is `codec: u8, count: u64 LE, datums...`, our
@@ -57,19 +59,39 @@ thread_local! {
     );
 }
 
+/// A decompressed-block cap small enough for a fuzz input to inflate past.
+const SMALL_LIMITS: DecodeLimits = DecodeLimits {
+    max_block_bytes: 4096,
+};
+
 fn decode(record: &[u8]) {
     let rules = TimeRules::default();
-    if let Ok(datums) = decode_record(record) {
-        for datum in datums.into_iter().flatten() {
+    let decoded = decode_record(record);
+    if let Ok(datums) = &decoded {
+        for datum in datums.iter().flatten() {
             let _ = datum.validate(&rules);
         }
+    }
+    // A smaller cap may reject more, never decode differently (compared as
+    // text: a NaN coordinate is not equal to itself).
+    if let Ok(small) = decode_record_with(record, &SMALL_LIMITS) {
+        let full = decoded
+            .as_ref()
+            .expect("a record decoded under a small cap decodes under the default one");
+        let ok = |datums: &[Result<AvroPosition, AvroError>]| -> Vec<String> {
+            datums
+                .iter()
+                .map(|d| format!("{:?}", d.as_ref().ok()))
+                .collect()
+        };
+        assert_eq!(ok(&small), ok(full), "the cap changed what was decoded");
     }
     let _ = decode_record_generic(record);
 }
 
 // --- local_frame_reader -----------------------------------------------------
 
-/// The frame magic of the local stream (`services/courier-model/src/stream/local.rs`).
+/// The frame magic of the local stream (its `local.rs` writes the frame format).
 pub const FRAME_MAGIC: &[u8; 4] = b"CPR1";
 
 /// Stream name used under the harness's directory.
