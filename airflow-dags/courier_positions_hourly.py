@@ -242,6 +242,17 @@ STAGING_CLEANUP = (
 )
 
 
+def _local_warehouse_connection():
+    """A psycopg 3 connection to the courier_warehouse connection's PostgreSQL (its
+    COPY FROM STDIN API; the postgres provider of Airflow 3.0 hands out psycopg2)."""
+    import psycopg
+    from airflow.sdk import Connection
+
+    c = Connection.get(WAREHOUSE_CONN_ID)
+    params = {"host": c.host, "port": c.port, "dbname": c.schema, "user": c.login, "password": c.password}
+    return psycopg.connect(**{k: v for k, v in params.items() if v not in (None, "")})
+
+
 def _load_local(plan: dict, run_id: str) -> int:
     """Local substitute for the Redshift COPY: read exactly the Parquet files listed in the
     manifests of the planned runs, oldest first, and stream them into positions_staging
@@ -253,7 +264,7 @@ def _load_local(plan: dict, run_id: str) -> int:
 
     columns = ", ".join((*PARQUET_COLUMNS, "dag_run_id", "table_version"))
     loaded = 0
-    conn = warehouse_hook().get_conn()
+    conn = _local_warehouse_connection()
     try:
         with conn.cursor() as cur:
             for table in ("positions_staging", "compactor_runs_staging"):
@@ -262,7 +273,7 @@ def _load_local(plan: dict, run_id: str) -> int:
                 files = _manifest_files(run["manifest"]) if run["files_added"] > 0 else []
                 log.info("run %s (table version %s): %d files", run["run"], run["table_version"], len(files))
                 for file in files:
-                    table = pq.read_table(file)
+                    table = pq.ParquetFile(file).read()  # the file alone: no partition columns from its path
                     if tuple(table.column_names) != PARQUET_COLUMNS:
                         raise ValueError(f"{file}: columns {table.column_names}, expected {list(PARQUET_COLUMNS)}")
                     # Timestamps are UTC instants; the warehouse stores UTC wall time.
