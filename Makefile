@@ -9,7 +9,7 @@ CARGO ?= cargo
 TOOLS := .tools
 TEST_VENV := $(TOOLS)/test-venv
 
-.PHONY: help demo test tools build lint fmt test-rust test-demo test-browser test-airflow test-infra test-infra-moto bench-ingest bench-compactor clean
+.PHONY: help demo test tools build lint fmt test-rust test-demo test-browser test-airflow test-infra test-infra-moto test-fuzz fuzz bench-ingest bench-compactor clean
 
 help:
 	@echo "make demo          run the ingestion path end to end on the embedded local stream"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench-compactor  compactor benchmark (release build)"
 	@echo "make tools         install the Python test tools into $(TOOLS)/"
 	@echo "make fmt           format the Rust code"
+	@echo "make fuzz FUZZ_TARGET=record_decoder FUZZ_SECONDS=600   fuzz one target (scripts/fuzz.sh list)"
 
 demo:
 	scripts/demo.sh
@@ -71,7 +72,20 @@ test-infra: tools
 test-infra-moto: test-rust
 	tests/infra/moto_apply/run.sh
 
-test: lint test-rust test-demo test-browser test-airflow test-infra test-infra-moto
+# The fuzz targets of fuzz/ (cargo-fuzz, installed into .tools/cargo on first
+# use) for FUZZ_SECONDS each, built unoptimised; a crash, a hang or an
+# out-of-memory fails the build and leaves the input in fuzz/artifacts/.
+FUZZ_SECONDS ?= 20
+test-fuzz:
+	scripts/fuzz.sh smoke $(FUZZ_SECONDS)
+
+# A longer run of one target (optimised, AddressSanitizer), as in
+# docs/operations.md: make fuzz FUZZ_TARGET=record_decoder FUZZ_SECONDS=600
+FUZZ_TARGET ?= record_decoder
+fuzz:
+	scripts/fuzz.sh run $(FUZZ_TARGET) -max_total_time=$(FUZZ_SECONDS)
+
+test: lint test-rust test-demo test-browser test-airflow test-infra test-infra-moto test-fuzz
 	@echo "make test: all checks passed"
 
 bench-ingest:
