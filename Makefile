@@ -9,10 +9,11 @@ CARGO ?= cargo
 TOOLS := .tools
 TEST_VENV := $(TOOLS)/test-venv
 
-.PHONY: help demo test tools build lint fmt test-rust test-demo test-browser test-airflow test-infra test-infra-moto test-fuzz fuzz bench-ingest bench-compactor clean
+.PHONY: help demo airflow-ui test tools build lint fmt test-rust test-demo test-browser test-airflow test-infra test-infra-moto test-fuzz fuzz bench-ingest bench-compactor clean
 
 help:
-	@echo "make demo          run the ingestion path end to end on the embedded local stream"
+	@echo "make demo          run the ingestion path end to end on the embedded local stream, then the hourly Airflow DAG into PostgreSQL"
+	@echo "make airflow-ui    Airflow's web UI on the demo's local setup (after make demo)"
 	@echo "make test          lint, then every test (Rust, Kinesis via moto_server, Terraform checks and apply against moto_server)"
 	@echo "make bench-ingest  ingestion benchmark (release build; numbers go in docs/performance.md)"
 	@echo "make bench-compactor  compactor benchmark (release build)"
@@ -22,6 +23,9 @@ help:
 
 demo:
 	scripts/demo.sh
+
+airflow-ui:
+	scripts/airflow-ui.sh
 
 # Python tools for the tests: moto_server (a real Kinesis and S3 API server), hadolint,
 # check-jsonschema (docker-compose.yml against the Compose specification).
@@ -45,8 +49,9 @@ test-rust: tools
 
 # make demo itself, shortened, on a free port and in a temporary directory.
 test-demo: test-rust
-	demo_dir=$$(mktemp -d) && trap 'rm -rf "$$demo_dir"' EXIT && \
-	DEMO_DIR="$$demo_dir" DEMO_SECONDS=5 DEMO_COURIERS=20 DEMO_SKIP_BUILD=1 \
+	demo_dir=$$(mktemp -d) && demo_db=courier_test_demo_$$$$ && \
+	trap 'rm -rf "$$demo_dir"; psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $$demo_db WITH (FORCE)" || true' EXIT && \
+	DEMO_DIR="$$demo_dir" DEMO_DB="$$demo_db" DEMO_SECONDS=5 DEMO_COURIERS=20 DEMO_SKIP_BUILD=1 \
 	DEMO_PORT=$$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])') \
 	scripts/demo.sh
 
@@ -55,8 +60,10 @@ test-demo: test-rust
 test-browser: test-rust
 	SKIP_BUILD=1 scripts/test-browser.sh
 
-# The Airflow DAGs: DagBag integrity, SQL (sqlglot, PostgreSQL), dag.test() end
-# to end in local mode against PostgreSQL (started when it is not up).
+# The Airflow DAGs on the deployed Airflow (Terraform's airflow_version, MWAA's
+# providers) and on the newest 3.x: DagBag integrity, SQL (sqlfluff Redshift,
+# PostgreSQL), dag.test() end to end in local mode against PostgreSQL (started when
+# it is not up), then the web UI in headless Chromium.
 test-airflow: test-rust
 	scripts/test-airflow.sh
 
