@@ -864,6 +864,27 @@ mod tests {
         assert!(why.contains("negative datum count"), "{why}");
     }
 
+    /// The fuzzers' crash inputs (fuzz/regressions/record_decoder), as tests.
+    #[test]
+    fn the_fuzzers_crash_inputs_are_refused_as_damaged() {
+        let found =
+            include_bytes!("../../../fuzz/regressions/record_decoder/datum-count-2pow40.avro");
+        let why = damaged(found);
+        assert!(why.contains("declares 1099511627776 datums"), "{why}");
+        // Our own encoder around 844 bytes of datums with a count near 2^64,
+        // snappy: once a `capacity overflow` panic in the same reserve.
+        let count = 0x7276_6116_0401_6a62_i64;
+        let mut encoder = RecordEncoder::new(Codec::Snappy);
+        let mut record = encoder.encode(&[7u8; 844], 1);
+        let at = encoder.header_len();
+        assert_eq!(record[at], 0x02, "a count of one, one zigzag byte");
+        let mut count_bytes = Vec::new();
+        put_long(&mut count_bytes, count);
+        record.splice(at..=at, count_bytes);
+        let why = damaged(&record);
+        assert!(why.contains(&format!("declares {count} datums")), "{why}");
+    }
+
     #[test]
     fn a_zstd_block_that_inflates_without_bound_is_refused_at_the_limit() {
         // 64 MiB of zeros compress to a few KiB.
