@@ -530,6 +530,33 @@ mod tests {
         Position::try_new(&unchecked, now, &TimeRules::default()).expect("valid position")
     }
 
+    /// One writer, one tracker, small budgets: records of at most
+    /// `record_positions` positions.
+    fn small_options(record_positions: usize) -> PipelineOptions {
+        PipelineOptions {
+            limits: BatchLimits {
+                max_bytes: 64 * 1024,
+                max_positions: record_positions,
+                linger: Duration::from_millis(1),
+            },
+            codec: Codec::Null,
+            writers: 1,
+            writer_concurrency: 1,
+            retry: RetryPolicy {
+                base: Duration::from_millis(5),
+                max: Duration::from_millis(20),
+            },
+            write_timeout: Duration::from_secs(5),
+            max_inflight_positions: 1000,
+            max_inflight_bytes: 1 << 20,
+            tracker_shards: 1,
+            tracker_ttl: Duration::from_secs(60),
+            tracker_max_couriers: 10,
+            actor_threads: 1,
+            stream_buffer: 16,
+        }
+    }
+
     /// Without the watchdog running, a writer that panicked stays dead: the
     /// pipeline reports it (what `/readyz` shows as `writers_running`), the
     /// write it held fails, and `restart_dead_writers` puts a new writer in
@@ -539,32 +566,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let sink = LocalStream::open(dir.path(), "s", LocalOptions::default()).expect("open");
         let metrics = Metrics::new();
-        let pipeline = Pipeline::start(
-            Arc::new(sink),
-            PipelineOptions {
-                limits: BatchLimits {
-                    max_bytes: 64 * 1024,
-                    max_positions: 100,
-                    linger: Duration::from_millis(1),
-                },
-                codec: Codec::Null,
-                writers: 1,
-                writer_concurrency: 1,
-                retry: RetryPolicy {
-                    base: Duration::from_millis(5),
-                    max: Duration::from_millis(20),
-                },
-                write_timeout: Duration::from_secs(5),
-                max_inflight_positions: 1000,
-                max_inflight_bytes: 1 << 20,
-                tracker_shards: 1,
-                tracker_ttl: Duration::from_secs(60),
-                tracker_max_couriers: 10,
-                actor_threads: 1,
-                stream_buffer: 16,
-            },
-            metrics.clone(),
-        );
+        let pipeline = Pipeline::start(Arc::new(sink), small_options(100), metrics.clone());
         pipeline.refresh(true).await.expect("local stream");
         assert!(pipeline.writers_alive());
         assert_eq!(pipeline.restart_dead_writers(), 0);
@@ -609,32 +611,7 @@ mod tests {
         )
         .expect("open");
         let metrics = Metrics::new();
-        let pipeline = Pipeline::start(
-            Arc::new(sink.clone()),
-            PipelineOptions {
-                limits: BatchLimits {
-                    max_bytes: 64 * 1024,
-                    max_positions: 1,
-                    linger: Duration::from_millis(1),
-                },
-                codec: Codec::Null,
-                writers: 1,
-                writer_concurrency: 1,
-                retry: RetryPolicy {
-                    base: Duration::from_millis(5),
-                    max: Duration::from_millis(20),
-                },
-                write_timeout: Duration::from_secs(5),
-                max_inflight_positions: 1000,
-                max_inflight_bytes: 1 << 20,
-                tracker_shards: 1,
-                tracker_ttl: Duration::from_secs(60),
-                tracker_max_couriers: 10,
-                actor_threads: 1,
-                stream_buffer: 16,
-            },
-            metrics.clone(),
-        );
+        let pipeline = Pipeline::start(Arc::new(sink.clone()), small_options(1), metrics.clone());
         pipeline.refresh(true).await.expect("local stream");
         assert_eq!(metrics.local_segments_dropped.get(), 0);
         for i in 0..60 {
