@@ -80,6 +80,19 @@ async fn table_event_ids(table: &Path) -> Vec<String> {
     common::table_event_ids(&Location::local(table)).await
 }
 
+/// Every committed run of the test stream, as `compactor runs` lists them.
+async fn committed_runs(table: &Path) -> Vec<compactor::run::RunSummary> {
+    let location = Location::local(table);
+    compactor::run::runs(
+        &location,
+        STREAM,
+        None,
+        &compactor::run::default_manifests(&location),
+    )
+    .await
+    .expect("runs")
+}
+
 async fn table_version(table: &Path) -> u64 {
     compactor::table::load(&Location::local(table))
         .await
@@ -231,14 +244,7 @@ async fn bad_records_are_dead_lettered_and_the_rest_is_committed() {
         "{file}"
     );
     assert!(file.contains("table_dead_letter"), "{file}");
-    let runs = compactor::run::runs(
-        &Location::local(&env.table),
-        STREAM,
-        None,
-        &compactor::run::default_manifests(&Location::local(&env.table)),
-    )
-    .await
-    .expect("runs");
+    let runs = committed_runs(&env.table).await;
     assert_eq!(
         runs[0].report.as_ref().expect("counts")["dead_letter_file"],
         file.as_str()
@@ -392,14 +398,7 @@ async fn a_crash_before_the_commit_is_redone_once() {
         .expect("the redo's dead letters");
     assert_ne!(redo, dead_letters);
     assert!(Path::new(&dead_letters).exists() && Path::new(&redo).exists());
-    let runs = compactor::run::runs(
-        &Location::local(&env.table),
-        STREAM,
-        None,
-        &compactor::run::default_manifests(&Location::local(&env.table)),
-    )
-    .await
-    .expect("runs");
+    let runs = committed_runs(&env.table).await;
     assert_eq!(
         runs[0].report.as_ref().expect("counts")["dead_letter_file"],
         redo.as_str()
