@@ -226,7 +226,7 @@ def _manifest_files(path: str) -> list[Path]:
 
 
 RUNS_STAGING_INSERT = (
-    "INSERT INTO compactor_runs_staging (dag_run_id, table_version, compactor_run, records_read,"
+    "INSERT INTO courier_staging.compactor_runs_staging (dag_run_id, table_version, compactor_run, records_read,"
     " positions_decoded, duplicates_dropped, dead_lettered, rows_written, files_added, manifest)"
     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
@@ -267,7 +267,7 @@ def _load_local(plan: dict, run_id: str) -> int:
     conn = _local_warehouse_connection()
     try:
         with conn.cursor() as cur:
-            for table in ("positions_staging", "compactor_runs_staging"):
+            for table in ("courier_staging.positions_staging", "courier_staging.compactor_runs_staging"):
                 cur.execute(STAGING_CLEANUP.format(table=table), (run_id,))
             for run in plan["runs"]:
                 files = _manifest_files(run["manifest"]) if run["files_added"] > 0 else []
@@ -281,7 +281,7 @@ def _load_local(plan: dict, run_id: str) -> int:
                         if pa.types.is_timestamp(field.type):
                             table = table.set_column(i, field.name, table.column(i).cast(pa.timestamp("us")))
                     stamp = (run_id, run["table_version"])
-                    with cur.copy(f"COPY positions_staging ({columns}) FROM STDIN") as copy:
+                    with cur.copy(f"COPY courier_staging.positions_staging ({columns}) FROM STDIN") as copy:
                         for batch in table.to_batches(max_chunksize=65536):
                             for row in zip(*(col.to_pylist() for col in batch.columns)):
                                 copy.write_row((*row, *stamp))
@@ -474,7 +474,7 @@ def courier_positions_hourly():
     @task
     def loaded_version() -> int:
         """The last compactor table version loaded into the warehouse (0: none)."""
-        (version,) = warehouse_hook().get_first("SELECT COALESCE(MAX(table_version), 0) FROM load_ledger")
+        (version,) = warehouse_hook().get_first("SELECT COALESCE(MAX(table_version), 0) FROM courier.load_ledger")
         log.info("warehouse has loaded compactor runs up to table version %s", version)
         return int(version)
 
@@ -580,7 +580,7 @@ def courier_positions_hourly():
         """Every hop of every compactor run this DAG run loaded, from the ledger."""
         hook = warehouse_hook()
         rows = [dict(zip(LEDGER_COLUMNS, r)) for r in hook.get_records(
-            f"SELECT {', '.join(LEDGER_COLUMNS)} FROM load_ledger WHERE dag_run_id = %s ORDER BY table_version",
+            f"SELECT {', '.join(LEDGER_COLUMNS)} FROM courier.load_ledger WHERE dag_run_id = %s ORDER BY table_version",
             parameters=(dag_run.run_id,))]  # fmt: skip
         for r in rows:
             log.info("ledger: %s", ", ".join(f"{k} {r[k]}" for k in LEDGER_COLUMNS))
@@ -600,7 +600,7 @@ def courier_positions_hourly():
 
     @task(retries=0, execution_timeout=CHECK_TIMEOUT)
     def check_freshness(plan: dict) -> str:
-        (newest,) = warehouse_hook().get_first("SELECT MAX(received_at) FROM positions")
+        (newest,) = warehouse_hook().get_first("SELECT MAX(received_at) FROM courier.positions")
         now = datetime.now(timezone.utc).replace(tzinfo=None)  # the warehouse stores UTC wall time
         ok, why = freshness_verdict(plan["backlog"], newest, now,
                                     timedelta(minutes=float(setting("freshness_max_lag_minutes"))))  # fmt: skip

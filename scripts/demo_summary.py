@@ -35,15 +35,15 @@ if warehouse:
     import psycopg
 
     with psycopg.connect(warehouse) as conn:
-        fact_rows, fact_ids = conn.execute("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM positions").fetchone()
+        fact_rows, fact_ids = conn.execute("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM courier.positions").fetchone()
         ledger = conn.execute(
             "SELECT table_version, compactor_run, positions_decoded, duplicates_dropped, dead_lettered, rows_written,"
             " rows_staged, rows_inserted, late_duplicates_skipped + batch_duplicates_skipped"
-            " FROM load_ledger ORDER BY table_version"
+            " FROM courier.load_ledger ORDER BY table_version"
         ).fetchall()
         gold = conn.execute(
             "SELECT event_date, courier_id, positions, ROUND(CAST(distance_km AS NUMERIC), 2),"
-            " ROUND(CAST(avg_speed_mps AS NUMERIC), 1) FROM courier_daily ORDER BY distance_km DESC, courier_id LIMIT 5"
+            " ROUND(CAST(avg_speed_mps AS NUMERIC), 1) FROM courier_gold.courier_daily ORDER BY distance_km DESC, courier_id LIMIT 5"
         ).fetchall()
     inserted = sum(r[7] for r in ledger)
     checks += [

@@ -11,10 +11,10 @@
 -- Local mode has no COPY from S3: the DAG reads the manifests' Parquet files with
 -- pyarrow and streams them into the same table with PostgreSQL's COPY FROM STDIN
 -- (courier_positions_hourly.py, _load_local).
-DELETE FROM positions_staging
+DELETE FROM courier_staging.positions_staging
 WHERE dag_run_id = '{{ run_id | replace("'", "''") }}' OR staged_at < DATEADD(DAY, -2, GETDATE());
 
-DELETE FROM compactor_runs_staging
+DELETE FROM courier_staging.compactor_runs_staging
 WHERE dag_run_id = '{{ run_id | replace("'", "''") }}' OR staged_at < DATEADD(DAY, -2, GETDATE());
 
 CREATE TEMP TABLE positions_copy (
@@ -37,7 +37,7 @@ IAM_ROLE '{{ iam_role }}'
 FORMAT AS PARQUET
 MANIFEST;
 
-INSERT INTO positions_staging (
+INSERT INTO courier_staging.positions_staging (
     event_id, courier_id, lat, lon, recorded_at, received_at,
     accuracy_m, speed_mps, heading_deg, order_id, dag_run_id, table_version
 )
@@ -49,7 +49,7 @@ FROM positions_copy AS c;
 
 DELETE FROM positions_copy;
 {% endif %}
-INSERT INTO compactor_runs_staging (
+INSERT INTO courier_staging.compactor_runs_staging (
     dag_run_id, table_version, compactor_run, records_read, positions_decoded,
     duplicates_dropped, dead_lettered, rows_written, files_added, manifest
 )

@@ -15,13 +15,13 @@
 --   skipped ones from the lookup; the reconcile task checks the identities.
 BEGIN;
 
-LOCK load_ledger;
+LOCK courier.load_ledger;
 
 CREATE TEMP TABLE load_runs AS
 SELECT r.*
-FROM compactor_runs_staging AS r
+FROM courier_staging.compactor_runs_staging AS r
 WHERE r.dag_run_id = '{{ run_id | replace("'", "''") }}'
-    AND r.table_version NOT IN (SELECT l.table_version FROM load_ledger AS l);
+    AND r.table_version NOT IN (SELECT l.table_version FROM courier.load_ledger AS l);
 
 CREATE TEMP TABLE load_staged AS
 SELECT
@@ -39,7 +39,7 @@ SELECT
     ROW_NUMBER() OVER (
         PARTITION BY s.event_id ORDER BY s.table_version, s.received_at, s.recorded_at
     ) AS copy_rank
-FROM positions_staging AS s
+FROM courier_staging.positions_staging AS s
 WHERE s.dag_run_id = '{{ run_id | replace("'", "''") }}'
     AND s.table_version IN (SELECT lr.table_version FROM load_runs AS lr);
 
@@ -53,13 +53,13 @@ CREATE TEMP TABLE load_existing AS
 SELECT DISTINCT
     p.event_id,
     p.courier_id
-FROM positions AS p
+FROM courier.positions AS p
 INNER JOIN load_bounds AS b
     ON p.recorded_at BETWEEN b.min_recorded_at AND b.max_recorded_at
 INNER JOIN load_staged AS st
     ON p.courier_id = st.courier_id AND p.event_id = st.event_id;
 
-INSERT INTO positions (
+INSERT INTO courier.positions (
     event_id, courier_id, lat, lon, recorded_at, received_at,
     accuracy_m, speed_mps, heading_deg, order_id, event_date, table_version
 )
@@ -72,12 +72,12 @@ LEFT JOIN load_existing AS e
     ON st.courier_id = e.courier_id AND st.event_id = e.event_id
 WHERE st.copy_rank = 1 AND e.event_id IS NULL;
 
-INSERT INTO gold_dirty_dates (event_date)
+INSERT INTO courier_staging.gold_dirty_dates (event_date)
 SELECT DISTINCT CAST(st.recorded_at AS DATE) AS event_date
 FROM load_staged AS st
-WHERE CAST(st.recorded_at AS DATE) NOT IN (SELECT d.event_date FROM gold_dirty_dates AS d);
+WHERE CAST(st.recorded_at AS DATE) NOT IN (SELECT d.event_date FROM courier_staging.gold_dirty_dates AS d);
 
-INSERT INTO load_ledger (
+INSERT INTO courier.load_ledger (
     table_version, compactor_run, dag_run_id, records_read, positions_decoded,
     duplicates_dropped, dead_lettered, rows_written, files_added, manifest,
     rows_staged, rows_inserted, late_duplicates_skipped, batch_duplicates_skipped,
@@ -118,7 +118,7 @@ LEFT JOIN (
     SELECT
         p.table_version,
         COUNT(*) AS rows_inserted
-    FROM positions AS p
+    FROM courier.positions AS p
     INNER JOIN load_bounds AS b
         ON p.recorded_at BETWEEN b.min_recorded_at AND b.max_recorded_at
     WHERE p.table_version IN (SELECT lr.table_version FROM load_runs AS lr)

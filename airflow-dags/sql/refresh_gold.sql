@@ -4,9 +4,9 @@
 BEGIN;
 
 CREATE TEMP TABLE gold_refresh_dates AS
-SELECT event_date FROM gold_dirty_dates;
+SELECT event_date FROM courier_staging.gold_dirty_dates;
 
-DELETE FROM courier_daily
+DELETE FROM courier_gold.courier_daily
 WHERE event_date IN (SELECT event_date FROM gold_refresh_dates);
 
 -- Per courier per day (UTC date). distance_km: the haversine distances (mean Earth
@@ -20,7 +20,7 @@ WHERE event_date IN (SELECT event_date FROM gold_refresh_dates);
 --     device was off; the straight line would invent a route), or no time at all.
 -- is_final: no more late data is expected for the day: its end is more than
 -- {{ courier_setting('gold_final_after_hours') }} hours (gold_final_after_hours) before this refresh.
-INSERT INTO courier_daily (
+INSERT INTO courier_gold.courier_daily (
     event_date, courier_id, positions, first_seen_at, last_seen_at, distance_km, avg_speed_mps,
     steps_counted, steps_ignored, is_final
 )
@@ -86,19 +86,19 @@ FROM (
                 LAG(p.accuracy_m) OVER (
                     PARTITION BY p.courier_id, p.event_date ORDER BY p.recorded_at, p.event_id
                 ) AS prev_accuracy_m
-            FROM positions AS p
+            FROM courier.positions AS p
             WHERE p.event_date IN (SELECT event_date FROM gold_refresh_dates)
         ) AS fixes
     ) AS steps
 ) AS judged
 GROUP BY event_date, courier_id;
 
-DELETE FROM positions_hourly
+DELETE FROM courier_gold.positions_hourly
 WHERE event_date IN (SELECT event_date FROM gold_refresh_dates);
 
 -- local_hour / local_date: the hour in the configured time zone
 -- ({{ courier_setting('gold_timezone') }}, gold_timezone), beside the UTC one.
-INSERT INTO positions_hourly (event_hour, event_date, local_hour, local_date, active_couriers, positions)
+INSERT INTO courier_gold.positions_hourly (event_hour, event_date, local_hour, local_date, active_couriers, positions)
 SELECT
     DATE_TRUNC('hour', p.recorded_at) AS event_hour,
     p.event_date,
@@ -108,11 +108,11 @@ SELECT
         AS DATE) AS local_date,
     COUNT(DISTINCT p.courier_id) AS active_couriers,
     COUNT(*) AS positions
-FROM positions AS p
+FROM courier.positions AS p
 WHERE p.event_date IN (SELECT event_date FROM gold_refresh_dates)
 GROUP BY 1, 2, 3, 4;
 
-DELETE FROM gold_dirty_dates
+DELETE FROM courier_staging.gold_dirty_dates
 WHERE event_date IN (SELECT event_date FROM gold_refresh_dates);
 
 DROP TABLE gold_refresh_dates;

@@ -189,7 +189,8 @@ def snapshot(db):
     with psycopg.connect(db) as conn:
         return {
             t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall()
-            for t in ("positions", "courier_daily", "positions_hourly", "gold_dirty_dates", "load_ledger")
+            for t in ("courier.positions", "courier_gold.courier_daily", "courier_gold.positions_hourly",
+                      "courier_staging.gold_dirty_dates", "courier.load_ledger")
         }
 
 
@@ -222,7 +223,7 @@ def test_hourly_dag_loads_exactly_the_acked_positions_and_gold_agrees(dagbag, lo
     with psycopg.connect(local_env["db"]) as conn:
         rows = conn.execute(
             "SELECT event_id, courier_id, lat, lon, recorded_at, speed_mps, heading_deg, accuracy_m, order_id, event_date"
-            " FROM positions"
+            " FROM courier.positions"
         ).fetchall()
         assert len(rows) == len(acked)
         for event_id, courier, lat, lon, recorded_at, speed, heading, accuracy, order_id, event_date in rows:
@@ -239,7 +240,7 @@ def test_hourly_dag_loads_exactly_the_acked_positions_and_gold_agrees(dagbag, lo
             (d, c): (n, first, last, dist, speed)
             for d, c, n, first, last, dist, speed in conn.execute(
                 "SELECT event_date, courier_id, positions, first_seen_at, last_seen_at, distance_km, avg_speed_mps"
-                " FROM courier_daily")
+                " FROM courier_gold.courier_daily")
         }  # fmt: skip
         assert set(got_daily) == set(daily)
         assert len({d for d, _ in daily}) >= 2
@@ -249,9 +250,9 @@ def test_hourly_dag_loads_exactly_the_acked_positions_and_gold_agrees(dagbag, lo
             assert g[3] == pytest.approx(dist, rel=1e-9, abs=1e-9), key
             assert g[4] == pytest.approx(speed), key
         got_hourly = dict((h, (a, n)) for h, a, n in conn.execute(
-            "SELECT event_hour, active_couriers, positions FROM positions_hourly"))
+            "SELECT event_hour, active_couriers, positions FROM courier_gold.positions_hourly"))
         assert got_hourly == hourly
-        assert conn.execute("SELECT COUNT(*) FROM gold_dirty_dates").fetchone() == (0,)
+        assert conn.execute("SELECT COUNT(*) FROM courier_staging.gold_dirty_dates").fetchone() == (0,)
 
     # The same interval again: nothing new in the stream, nothing changes.
     before = snapshot(local_env["db"])
@@ -313,7 +314,7 @@ def test_run_whose_counts_do_not_reconcile_fails_changes_nothing_and_a_cleared_r
     monkeypatch.setenv("COURIER_COMPACTOR_BIN", str(COMPACTOR))
     cleared = run_dag(dagbag, this_hour())
     assert cleared.state == "success", states(cleared)
-    assert len(fact_event_ids(local_env["db"])) == len(before["positions"]) + len(more)
+    assert len(fact_event_ids(local_env["db"])) == len(before["courier.positions"]) + len(more)
     assert hourly_ledger_reconciles(local_env["db"])
 
 
@@ -351,7 +352,7 @@ def ledger(db) -> list[dict]:
 
     with psycopg.connect(db) as conn:
         return [dict(zip(hourly.LEDGER_COLUMNS, r)) for r in conn.execute(
-            f"SELECT {', '.join(hourly.LEDGER_COLUMNS)} FROM load_ledger ORDER BY table_version")]
+            f"SELECT {', '.join(hourly.LEDGER_COLUMNS)} FROM courier.load_ledger ORDER BY table_version")]
 
 
 def test_a_backlog_is_loaded_in_the_same_run_and_said_so(dagbag, local_env, monkeypatch, caplog, capsys):
@@ -384,7 +385,7 @@ def test_a_backlog_is_loaded_in_the_same_run_and_said_so(dagbag, local_env, monk
 def test_an_empty_warehouse_on_a_quiet_night_is_fresh(dagbag, local_env):
     quiet = run_dag(dagbag, this_hour())
     assert quiet.state == "success", states(quiet)
-    assert snapshot(local_env["db"])["positions"] == [] and ledger(local_env["db"]) == []
+    assert snapshot(local_env["db"])["courier.positions"] == [] and ledger(local_env["db"]) == []
     fresh = quiet.get_task_instance("check_freshness").xcom_pull(task_ids="check_freshness")
     assert fresh == "warehouse caught up with the stream (no data yet)"
 
@@ -424,12 +425,12 @@ def compactor(env, *args) -> dict | list:
 
 def fact_event_ids(db) -> list[str]:
     with psycopg.connect(db) as conn:
-        return [r[0] for r in conn.execute("SELECT event_id FROM positions ORDER BY event_id")]
+        return [r[0] for r in conn.execute("SELECT event_id FROM courier.positions ORDER BY event_id")]
 
 
 def loads(db) -> list[tuple]:
     with psycopg.connect(db) as conn:
-        return conn.execute("SELECT table_version, compactor_run, rows_written FROM load_ledger ORDER BY 1").fetchall()
+        return conn.execute("SELECT table_version, compactor_run, rows_written FROM courier.load_ledger ORDER BY 1").fetchall()
 
 
 def test_runs_whose_reports_were_lost_are_loaded_exactly_once(dagbag, local_env):

@@ -64,9 +64,10 @@ def statements(sql: str) -> list[str]:
 def test_sql_files_exist():
     names = {str(p.relative_to(SQL_DIR)) for p in ALL_SQL}
     assert {
-        "migrations/V001__tables.sql", "migrations/V002__analyst_role.sql", "copy_staging.sql",
-        "load_positions.sql", "refresh_gold.sql", "maintenance.sql", "postgres/migrations/V001__tables.sql",
-        "postgres/migrations/V002__analyst_role.sql", "checks/staging_row_count.sql",
+        "migrations/V001__tables.sql", "migrations/V002__analyst_role.sql", "migrations/V003__schemas.sql",
+        "copy_staging.sql", "load_positions.sql", "refresh_gold.sql", "maintenance.sql",
+        "postgres/migrations/V001__tables.sql", "postgres/migrations/V002__analyst_role.sql",
+        "postgres/migrations/V003__schemas.sql", "checks/staging_row_count.sql",
         "checks/staging_no_null_keys.sql", "checks/staging_coordinates_in_range.sql",
         "checks/fact_no_duplicate_event_ids.sql",
     } <= names  # fmt: skip
@@ -88,9 +89,9 @@ def test_every_sql_file_parses_as_redshift(path):
 @pytest.mark.parametrize(
     "sql",
     [
-        "SELECT payload::jsonb -> 'a' FROM positions;",
+        "SELECT payload::jsonb -> 'a' FROM courier.positions;",
         "CREATE TABLE t (a INT GENERATED ALWAYS AS IDENTITY);",
-        "INSERT INTO positions (event_id) VALUES ('a') ON CONFLICT DO NOTHING;",
+        "INSERT INTO courier.positions (event_id) VALUES ('a') ON CONFLICT DO NOTHING;",
         "CREATE TABLE t (a VARCHAR(3)) PARTITION BY RANGE (a);",
     ],
 )
@@ -134,7 +135,7 @@ def test_copy_stages_every_planned_manifest_in_order_stamped_with_the_dag_run():
     empty = sqlglot.parse(render(SQL_DIR / "copy_staging.sql", runs=[]), read="redshift")
     assert not [e for e in empty if isinstance(e, (exp.Copy, exp.Insert))]
     # A quote in a run id cannot break out of the literal.
-    assert parses(render(SQL_DIR / "copy_staging.sql", run_id="manual__x'; DROP TABLE positions; --"), "redshift")
+    assert parses(render(SQL_DIR / "copy_staging.sql", run_id="manual__x'; DROP TABLE courier.positions; --"), "redshift")
 
 
 def _columns(path, dialect) -> dict[str, list[tuple[str, str]]]:
@@ -142,7 +143,10 @@ def _columns(path, dialect) -> dict[str, list[tuple[str, str]]]:
     for e in sqlglot.parse(render(path), read=dialect):
         if isinstance(e, exp.Create):
             schema = e.this
-            tables[schema.this.name] = [
+            if not isinstance(schema, exp.Schema):  # CREATE SCHEMA
+                continue
+            name = f"{schema.this.db}.{schema.this.name}" if schema.this.db else schema.this.name
+            tables[name] = [
                 (c.name, c.args["kind"].sql(dialect="postgres"))
                 for c in schema.expressions
                 if isinstance(c, exp.ColumnDef)
@@ -150,16 +154,40 @@ def _columns(path, dialect) -> dict[str, list[tuple[str, str]]]:
     return tables
 
 
-def test_redshift_and_postgres_ddl_declare_the_same_columns():
-    redshift = _columns(SQL_DIR / "migrations" / "V001__tables.sql", "redshift")
-    postgres = _columns(SQL_DIR / "postgres" / "migrations" / "V001__tables.sql", "postgres")
+# The tables as they are now: created by V001 in the default schema, moved into their
+# schemas by V003 (the same columns).
+TABLES = {"courier.positions", "courier_staging.positions_staging", "courier_staging.gold_dirty_dates",
+          "courier_gold.courier_daily", "courier_gold.positions_hourly", "courier_staging.compactor_runs_staging",
+          "courier.load_ledger"}  # fmt: skip
+
+
+@pytest.mark.parametrize("migration", ["V001__tables.sql", "V003__schemas.sql"])
+def test_redshift_and_postgres_ddl_declare_the_same_columns(migration):
+    redshift = _columns(SQL_DIR / "migrations" / migration, "redshift")
+    postgres = _columns(SQL_DIR / "postgres" / "migrations" / migration, "postgres")
     assert redshift == postgres
-    assert set(redshift) == {"positions", "positions_staging", "gold_dirty_dates", "courier_daily", "positions_hourly",
-                             "compactor_runs_staging", "load_ledger"}
+    assert {t.rpartition(".")[2] for t in redshift} == {t.rpartition(".")[2] for t in TABLES}
+
+
+def test_the_schema_move_keeps_every_column_and_comments_the_same_in_both_dialects():
+    """V003 recreates each V001 table in its schema with the same columns (Redshift cannot
+    move a table), and declares the same comments in both dialects, so the PostgreSQL
+    runs below (every table and column commented) vouch for the Redshift file too."""
+    before = _columns(SQL_DIR / "migrations" / "V001__tables.sql", "redshift")
+    after = _columns(SQL_DIR / "migrations" / "V003__schemas.sql", "redshift")
+    assert set(after) == TABLES
+    assert {t.rpartition(".")[2]: cols for t, cols in after.items()} == before
+
+    def comments(path):
+        return sorted(line for line in path.read_text().splitlines() if line.startswith("COMMENT ON"))
+
+    assert comments(SQL_DIR / "migrations" / "V003__schemas.sql") == comments(
+        SQL_DIR / "postgres" / "migrations" / "V003__schemas.sql")
+    assert len(comments(SQL_DIR / "migrations" / "V003__schemas.sql")) == len(TABLES) + sum(map(len, after.values()))
 
 
 def test_staging_holds_the_parquet_columns_in_order_then_the_stamps():
-    tables = _columns(SQL_DIR / "migrations" / "V001__tables.sql", "redshift")
+    tables = {t.rpartition(".")[2]: c for t, c in _columns(SQL_DIR / "migrations" / "V003__schemas.sql", "redshift").items()}
     assert tuple(name for name, _ in tables["positions_staging"]) == (
         *hourly.PARQUET_COLUMNS, "dag_run_id", "table_version", "staged_at")
     assert [name for name, _ in tables["positions"]] == [*hourly.PARQUET_COLUMNS, "event_date", "table_version",
@@ -174,8 +202,10 @@ def test_staging_holds_the_parquet_columns_in_order_then_the_stamps():
 
 
 def test_redshift_ddl_distributes_by_courier_and_sorts_by_time():
-    ddl = " ".join((SQL_DIR / "migrations" / "V001__tables.sql").read_text().split())
-    assert re.search(r"CREATE TABLE IF NOT EXISTS positions \(.*?\) DISTSTYLE KEY DISTKEY \(courier_id\) SORTKEY \(recorded_at\);", ddl)
+    for migration, create in (("V001__tables.sql", "CREATE TABLE IF NOT EXISTS positions"),
+                              ("V003__schemas.sql", "CREATE TABLE courier.positions")):
+        ddl = " ".join((SQL_DIR / "migrations" / migration).read_text().split())
+        assert re.search(re.escape(create) + r" \(.*?\) DISTSTYLE KEY DISTKEY \(courier_id\) SORTKEY \(recorded_at\);", ddl)
 
 
 def test_the_load_is_insert_only_bounded_by_the_batch_and_joined_on_the_distribution_key():
@@ -193,7 +223,7 @@ def test_the_load_is_insert_only_bounded_by_the_batch_and_joined_on_the_distribu
     assert "ON p.recorded_at BETWEEN b.min_recorded_at AND b.max_recorded_at" in flat
     assert "ON p.courier_id = st.courier_id AND p.event_id = st.event_id" in flat
     assert flat.count(f"dag_run_id = '{RUN_ID}'") == 2
-    assert flat.startswith("BEGIN; LOCK load_ledger;") or "BEGIN; LOCK load_ledger;" in flat
+    assert flat.startswith("BEGIN; LOCK courier.load_ledger;") or "BEGIN; LOCK courier.load_ledger;" in flat
     assert flat.rstrip().endswith("COMMIT;")
 
 
@@ -221,14 +251,14 @@ def stage(conn, rows_by_version: dict, run_id=RUN_ID, runs=None, clean=True):
     each compactor run's rows stamped with the DAG run and the table version, record the
     runs (their rows_written = the rows given, unless `runs` says otherwise)."""
     if clean:
-        for table in ("positions_staging", "compactor_runs_staging"):
+        for table in ("courier_staging.positions_staging", "courier_staging.compactor_runs_staging"):
             conn.execute(hourly.STAGING_CLEANUP.format(table=table), (run_id,))
     runs = runs or [_run(v, v - 1, len(rows), 1 if rows else 0, f"/lake/_manifests/v{v:020d}.json" if rows else None)
                     for v, rows in rows_by_version.items()]  # fmt: skip
     for r in runs:
         conn.execute(hourly.RUNS_STAGING_INSERT, hourly.runs_staging_row(run_id, r))
     columns = ", ".join((*hourly.PARQUET_COLUMNS, "dag_run_id", "table_version"))
-    with conn.cursor().copy(f"COPY positions_staging ({columns}) FROM STDIN") as copy:
+    with conn.cursor().copy(f"COPY courier_staging.positions_staging ({columns}) FROM STDIN") as copy:
         for version, rows in rows_by_version.items():
             for row_ in rows:
                 copy.write_row((*row_, run_id, version))
@@ -246,7 +276,7 @@ def ledger(conn, run_id=None):
     cols = ", ".join(hourly.LEDGER_COLUMNS)
     where = "WHERE dag_run_id = %s" if run_id else ""
     return [dict(zip(hourly.LEDGER_COLUMNS, r)) for r in conn.execute(
-        f"SELECT {cols} FROM load_ledger {where} ORDER BY table_version", (run_id,) if run_id else ())]
+        f"SELECT {cols} FROM courier.load_ledger {where} ORDER BY table_version", (run_id,) if run_id else ())]
 
 
 def test_postgres_pipeline_sql_loads_insert_only_and_refreshes_gold(pg_database):
@@ -261,7 +291,7 @@ def test_postgres_pipeline_sql_loads_insert_only_and_refreshes_gold(pg_database)
         8: [row("e4", "c2", -23.99, -46.60, day2 + timedelta(minutes=1), 3.0)],  # repeated in a later run
     }
     with psycopg.connect(pg_database, autocommit=True) as conn:
-        assert migrate(pg_database) == ["V001__tables", "V002__analyst_role"]
+        assert migrate(pg_database) == ["V001__tables", "V002__analyst_role", "V003__schemas"]
         assert migrate(pg_database) == []  # applied once
         stage(conn, batch1)
         assert first_row(conn, SQL_DIR / "checks" / "staging_row_count.sql") == (5,)
@@ -270,25 +300,25 @@ def test_postgres_pipeline_sql_loads_insert_only_and_refreshes_gold(pg_database)
         assert all(first_row(conn, SQL_DIR / "checks" / "staging_coordinates_in_range.sql"))
         run_file(conn, SQL_DIR / "load_positions.sql")
         assert all(first_row(conn, SQL_DIR / "checks" / "fact_no_duplicate_event_ids.sql"))
-        assert conn.execute("SELECT COUNT(*) FROM gold_dirty_dates").fetchone() == (2,)
+        assert conn.execute("SELECT COUNT(*) FROM courier_staging.gold_dirty_dates").fetchone() == (2,)
         # First copy wins: e4 keeps the latitude of table version 7.
-        assert conn.execute("SELECT lat, table_version FROM positions WHERE event_id = 'e4'").fetchone() == (-23.50, 7)
+        assert conn.execute("SELECT lat, table_version FROM courier.positions WHERE event_id = 'e4'").fetchone() == (-23.50, 7)
         # The ledger, written in the load's transaction, reconciles hop by hop.
         rows = ledger(conn, RUN_ID)
         assert [(r["table_version"], r["rows_staged"], r["rows_inserted"], r["late_duplicates_skipped"],
                  r["batch_duplicates_skipped"]) for r in rows] == [(7, 4, 4, 0, 0), (8, 1, 0, 0, 1)]  # fmt: skip
         assert hourly.reconcile_ledger(rows) == []
         run_file(conn, SQL_DIR / "load_positions.sql")  # a retried load records nothing twice
-        assert conn.execute("SELECT COUNT(*) FROM load_ledger").fetchone() == (2,)
-        assert conn.execute("SELECT COUNT(*) FROM positions").fetchone() == (4,)
+        assert conn.execute("SELECT COUNT(*) FROM courier.load_ledger").fetchone() == (2,)
+        assert conn.execute("SELECT COUNT(*) FROM courier.positions").fetchone() == (4,)
         run_file(conn, SQL_DIR / "refresh_gold.sql")
-        assert conn.execute("SELECT COUNT(*) FROM gold_dirty_dates").fetchone() == (0,)
+        assert conn.execute("SELECT COUNT(*) FROM courier_staging.gold_dirty_dates").fetchone() == (0,)
 
-        facts = conn.execute("SELECT event_id, event_date FROM positions ORDER BY event_id").fetchall()
+        facts = conn.execute("SELECT event_id, event_date FROM courier.positions ORDER BY event_id").fetchall()
         assert facts == [("e1", date(2026, 11, 23)), ("e2", date(2026, 11, 23)), ("e3", date(2026, 11, 24)), ("e4", date(2026, 11, 24))]
         daily = conn.execute(
             "SELECT event_date, courier_id, positions, first_seen_at, last_seen_at, distance_km, avg_speed_mps"
-            " FROM courier_daily ORDER BY event_date, courier_id"
+            " FROM courier_gold.courier_daily ORDER BY event_date, courier_id"
         ).fetchall()
         assert [d[:5] for d in daily] == [
             (date(2026, 11, 23), "c1", 2, day1, day1 + timedelta(minutes=5)),
@@ -298,7 +328,7 @@ def test_postgres_pipeline_sql_loads_insert_only_and_refreshes_gold(pg_database)
         assert daily[0][5] == pytest.approx(haversine_km(-23.56, -46.65, -23.57, -46.66), rel=1e-9)
         assert daily[0][6] == pytest.approx(7.0)
         assert daily[1][5] == 0 and daily[1][6] is None
-        hourly_rows = conn.execute("SELECT event_hour, active_couriers, positions FROM positions_hourly ORDER BY 1").fetchall()
+        hourly_rows = conn.execute("SELECT event_hour, active_couriers, positions FROM courier_gold.positions_hourly ORDER BY 1").fetchall()
         assert hourly_rows == [(datetime(2026, 11, 23, 23), 1, 2), (datetime(2026, 11, 24, 0), 2, 2)]
 
         # A second DAG run: one late duplicate (e2, already loaded) and a later position of c1 on day 1.
@@ -307,17 +337,17 @@ def test_postgres_pipeline_sql_loads_insert_only_and_refreshes_gold(pg_database)
                          row("e5", "c1", -23.59, -46.67, day1 + timedelta(minutes=8), 10.0)]}, run_id=second)
         run_file(conn, SQL_DIR / "load_positions.sql", run_id=second)
         run_file(conn, SQL_DIR / "refresh_gold.sql")
-        assert conn.execute("SELECT COUNT(*) FROM positions").fetchone() == (5,)
+        assert conn.execute("SELECT COUNT(*) FROM courier.positions").fetchone() == (5,)
         (r9,) = ledger(conn, second)
         assert (r9["rows_staged"], r9["rows_inserted"], r9["late_duplicates_skipped"]) == (2, 1, 1)
-        assert conn.execute("SELECT MAX(table_version) FROM load_ledger").fetchone() == (9,)
-        d1 = conn.execute("SELECT positions, distance_km, avg_speed_mps FROM courier_daily WHERE event_date = '2026-11-23'").fetchone()
+        assert conn.execute("SELECT MAX(table_version) FROM courier.load_ledger").fetchone() == (9,)
+        d1 = conn.execute("SELECT positions, distance_km, avg_speed_mps FROM courier_gold.courier_daily WHERE event_date = '2026-11-23'").fetchone()
         expected = haversine_km(-23.56, -46.65, -23.57, -46.66) + haversine_km(-23.57, -46.66, -23.59, -46.67)
         assert d1[0] == 3 and d1[1] == pytest.approx(expected, rel=1e-9) and d1[2] == pytest.approx(8.0)
         # Day 2 was not touched by the second load: refreshed once only.
-        snapshot = conn.execute("SELECT * FROM courier_daily ORDER BY 1, 2").fetchall()
+        snapshot = conn.execute("SELECT * FROM courier_gold.courier_daily ORDER BY 1, 2").fetchall()
         run_file(conn, SQL_DIR / "refresh_gold.sql")  # nothing queued: nothing changes
-        assert conn.execute("SELECT * FROM courier_daily ORDER BY 1, 2").fetchall() == snapshot
+        assert conn.execute("SELECT * FROM courier_gold.courier_daily ORDER BY 1, 2").fetchall() == snapshot
 
         # As the maintenance DAG runs it: one statement at a time, autocommit.
         for statement in statements(render(SQL_DIR / "maintenance.sql")):
@@ -340,10 +370,10 @@ def test_concurrent_dag_runs_never_mix_staging_nor_load_a_compactor_run_twice(pg
         assert first_row(conn, SQL_DIR / "checks" / "staging_row_count.sql", run_id=b) == (4,)
         run_file(conn, SQL_DIR / "load_positions.sql", run_id=b)
         run_file(conn, SQL_DIR / "load_positions.sql", run_id=a)
-        assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM positions").fetchone() == (4, 4)
+        assert conn.execute("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM courier.positions").fetchone() == (4, 4)
         assert [(r["table_version"], r["rows_inserted"]) for r in ledger(conn)] == [(3, 4)]
         assert ledger(conn, a) == []  # A found the compactor run loaded already
-        assert conn.execute("SELECT dag_run_id FROM load_ledger").fetchone() == (b,)
+        assert conn.execute("SELECT dag_run_id FROM courier.load_ledger").fetchone() == (b,)
 
 
 def test_a_broken_hop_shows_in_the_ledger_numbers(pg_database):
@@ -357,7 +387,7 @@ def test_a_broken_hop_shows_in_the_ledger_numbers(pg_database):
     with psycopg.connect(pg_database, autocommit=True) as conn:
         migrate(pg_database)
         stage(conn, rows, runs=runs)
-        conn.execute("DELETE FROM positions_staging WHERE event_id = 'e2'")
+        conn.execute("DELETE FROM courier_staging.positions_staging WHERE event_id = 'e2'")
         run_file(conn, SQL_DIR / "load_positions.sql")
         broken = hourly.reconcile_ledger(ledger(conn, RUN_ID))
     assert len(broken) == 2
@@ -374,8 +404,8 @@ def test_postgres_checks_pass_on_an_empty_staging_table(pg_database):
         assert first_row(conn, SQL_DIR / "checks" / "fact_no_duplicate_event_ids.sql") == (1,)
         run_file(conn, SQL_DIR / "load_positions.sql")
         run_file(conn, SQL_DIR / "refresh_gold.sql")
-        assert conn.execute("SELECT COUNT(*) FROM positions").fetchone() == (0,)
-        assert conn.execute("SELECT COUNT(*) FROM load_ledger").fetchone() == (0,)
+        assert conn.execute("SELECT COUNT(*) FROM courier.positions").fetchone() == (0,)
+        assert conn.execute("SELECT COUNT(*) FROM courier.load_ledger").fetchone() == (0,)
 
 
 def test_postgres_checks_catch_bad_rows(pg_database):
@@ -388,9 +418,9 @@ def test_postgres_checks_catch_bad_rows(pg_database):
         # Other DAG runs' bad rows are not this run's problem.
         assert first_row(conn, SQL_DIR / "checks" / "staging_no_null_keys.sql", run_id="other") == (1, 1, 1)
         # Redshift does not enforce primary keys: simulate a duplicate without one.
-        conn.execute("ALTER TABLE positions DROP CONSTRAINT positions_pkey")
+        conn.execute("ALTER TABLE courier.positions DROP CONSTRAINT positions_pkey")
         for _ in range(2):
-            conn.execute("INSERT INTO positions (event_id, courier_id, lat, lon, recorded_at, received_at, event_date,"
+            conn.execute("INSERT INTO courier.positions (event_id, courier_id, lat, lon, recorded_at, received_at, event_date,"
                          " table_version) VALUES ('e2', 'c1', 1, 2, %s, %s, %s, 3)", (now, now, now.date()))
         assert first_row(conn, SQL_DIR / "checks" / "fact_no_duplicate_event_ids.sql") == (0,)
 
@@ -414,29 +444,37 @@ def test_gold_distance_ignores_jitter_impossible_speeds_and_gaps_and_says_when_a
         run_file(conn, SQL_DIR / "load_positions.sql")
         run_file(conn, SQL_DIR / "refresh_gold.sql")
         got = conn.execute("SELECT event_date, courier_id, positions, distance_km, steps_counted, steps_ignored, is_final"
-                           " FROM courier_daily ORDER BY event_date").fetchall()  # fmt: skip
+                           " FROM courier_gold.courier_daily ORDER BY event_date").fetchall()  # fmt: skip
         assert got[0] == (date(2026, 11, 23), "c8", 1, 0, 0, 0, True)  # ended more than 6 h before the refresh
         assert got[1][:3] == (date(2026, 11, 24), "c9", 6) and got[1][4:] == (1, 4, False)
         assert got[1][3] == pytest.approx(0.5, rel=1e-9)
         # The hour in local time (America/Sao_Paulo, UTC-3) beside the UTC one.
-        assert conn.execute("SELECT event_hour, event_date, local_hour, local_date FROM positions_hourly"
+        assert conn.execute("SELECT event_hour, event_date, local_hour, local_date FROM courier_gold.positions_hourly"
                             " WHERE event_date = '2026-11-24' ORDER BY 1").fetchall()[0] == (
             datetime(2026, 11, 24, 0), date(2026, 11, 24), datetime(2026, 11, 23, 21), date(2026, 11, 23))
+
+
+WAREHOUSE_SCHEMAS = "n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')"
 
 
 def test_every_warehouse_table_and_column_has_a_comment_and_a_dictionary_entry(pg_database):
     migrate(pg_database)
     with psycopg.connect(pg_database) as conn:
         tables = conn.execute(
-            "SELECT c.relname, obj_description(c.oid, 'pg_class') FROM pg_class AS c"
+            "SELECT n.nspname || '.' || c.relname, obj_description(c.oid, 'pg_class') FROM pg_class AS c"
             " JOIN pg_namespace AS n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname <> 'schema_migrations'"
+            f" WHERE {WAREHOUSE_SCHEMAS} AND c.relkind = 'r' AND c.relname <> 'schema_migrations'"
         ).fetchall()
         columns = conn.execute(
-            "SELECT c.table_name, c.column_name, col_description(format('%I', c.table_name)::regclass, c.ordinal_position)"
-            " FROM information_schema.columns AS c WHERE c.table_schema = 'public' AND c.table_name <> 'schema_migrations'"
+            "SELECT n.nspname || '.' || c.relname, a.attname, col_description(c.oid, a.attnum)"
+            " FROM pg_attribute AS a JOIN pg_class AS c ON c.oid = a.attrelid"
+            " JOIN pg_namespace AS n ON n.oid = c.relnamespace"
+            f" WHERE {WAREHOUSE_SCHEMAS} AND c.relkind = 'r' AND c.relname <> 'schema_migrations'"
+            " AND a.attnum > 0 AND NOT a.attisdropped"
         ).fetchall()
-    assert len(tables) == 7 and all(doc for _, doc in tables), tables
+    # Every table is in its schema (none left in public but the migrations' own record).
+    assert {t for t, _ in tables} == TABLES
+    assert all(doc for _, doc in tables), tables
     assert len(columns) > 60 and [(t, c) for t, c, doc in columns if not doc] == []
     # The data dictionary in the README documents each of them.
     readme = (SQL_DIR.parent / "README.md").read_text()
@@ -449,12 +487,26 @@ def test_every_warehouse_table_and_column_has_a_comment_and_a_dictionary_entry(p
         assert f"| `{column}` |" in section, (table, column)
 
 
+ANALYST_TABLES = ("courier.positions", "courier.load_ledger", "courier_gold.courier_daily", "courier_gold.positions_hourly")
+
+
 def test_the_analyst_role_reads_facts_gold_and_ledger_but_not_staging(pg_database):
     migrate(pg_database)
     with psycopg.connect(pg_database) as conn:
-        def can(table):
-            return conn.execute("SELECT has_table_privilege('courier_analyst', %s, 'SELECT')", (table,)).fetchone()[0]
+        def can(table, privilege="SELECT"):
+            return conn.execute("SELECT has_table_privilege('courier_analyst', %s, %s)", (table, privilege)).fetchone()[0]
 
-        assert all(can(t) for t in ("positions", "courier_daily", "positions_hourly", "load_ledger"))
-        assert not any(can(t) for t in ("positions_staging", "compactor_runs_staging", "gold_dirty_dates"))
-        assert not conn.execute("SELECT has_table_privilege('courier_analyst', 'positions', 'INSERT')").fetchone()[0]
+        def schema(name):
+            return conn.execute("SELECT has_schema_privilege('courier_analyst', %s, 'USAGE')", (name,)).fetchone()[0]
+
+        assert all(can(t) for t in ANALYST_TABLES)
+        assert not any(can(t) for t in TABLES - set(ANALYST_TABLES))
+        assert not any(can(t, "INSERT") or can(t, "DELETE") for t in TABLES)
+        assert schema("courier") and schema("courier_gold") and not schema("courier_staging")
+    # As the analyst: the fact and gold tables read, staging refused.
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        conn.execute("SET ROLE courier_analyst")
+        for table in ANALYST_TABLES:
+            conn.execute(f"SELECT COUNT(*) FROM {table}")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT COUNT(*) FROM courier_staging.positions_staging")
