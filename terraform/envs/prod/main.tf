@@ -166,6 +166,7 @@ module "orchestration" {
   alerts_topic_arn                 = module.monitoring.alerts_topic_arn
   alerts_topic_kms_key_arn         = module.monitoring.alerts_topic_kms_key_arn
   lake_bucket_arn                  = module.lake.lake_bucket_arn
+  table_prefix                     = module.lake.table_prefix
   manifest_prefix                  = module.lake.manifest_prefix
   lake_kms_key_arn                 = module.lake.kms_key_arn
   log_level                        = "INFO"

@@ -12,6 +12,11 @@ locals {
   env_arn      = "arn:${local.partition}:airflow:${local.region}:${local.account_id}:environment/${var.name}"
   log_groups   = "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:airflow-${var.name}-*"
 
+  # What the DAGs read under the Delta table's prefix (courier_common.reports_base,
+  # courier_positions_maintenance's lake count): the compactor's reports and the Delta log.
+  reports_prefix   = "${var.table_prefix}/_reports"
+  delta_log_prefix = "${var.table_prefix}/_delta_log"
+
   airflow_configuration_options = merge({
     "core.load_examples" = "False"
   }, var.airflow_configuration_options)
@@ -389,15 +394,26 @@ data "aws_iam_policy_document" "execution" {
     resources = [var.alerts_topic_kms_key_arn]
   }
 
+  # The DAGs read three things in the lake bucket, each under its own prefix:
+  # the COPY manifests (to validate a load plan), the compactor's JSON reports
+  # under <table_prefix>/_reports/ (every compactor task writes its report there
+  # with --output-uri; the DAG reads it instead of log lines), and the Delta
+  # log under <table_prefix>/_delta_log/ (the daily lake-versus-warehouse row
+  # count per event_date sums the numRecords of the active files). Nothing
+  # else: not the data files, not the dead letters.
   statement {
-    sid       = "ListManifests"
+    sid       = "ListLakeMetadata"
     actions   = ["s3:ListBucket"]
     resources = [var.lake_bucket_arn]
 
     condition {
       test     = "StringLike"
       variable = "s3:prefix"
-      values   = [var.manifest_prefix, "${var.manifest_prefix}/*"]
+      values = [
+        var.manifest_prefix, "${var.manifest_prefix}/*",
+        local.reports_prefix, "${local.reports_prefix}/*",
+        local.delta_log_prefix, "${local.delta_log_prefix}/*",
+      ]
     }
   }
 
@@ -405,6 +421,18 @@ data "aws_iam_policy_document" "execution" {
     sid       = "ReadManifests"
     actions   = ["s3:GetObject"]
     resources = ["${var.lake_bucket_arn}/${var.manifest_prefix}/*"]
+  }
+
+  statement {
+    sid       = "ReadCompactorReports"
+    actions   = ["s3:GetObject"]
+    resources = ["${var.lake_bucket_arn}/${local.reports_prefix}/*"]
+  }
+
+  statement {
+    sid       = "ReadDeltaLog"
+    actions   = ["s3:GetObject"]
+    resources = ["${var.lake_bucket_arn}/${local.delta_log_prefix}/*"]
   }
 
   statement {

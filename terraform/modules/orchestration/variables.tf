@@ -190,6 +190,16 @@ variable "lake_bucket_arn" {
   type        = string
 }
 
+variable "table_prefix" {
+  description = "Key prefix (no trailing slash) of the Delta table in the lake bucket; DAGs may list and read its `_reports/` (the compactor's JSON reports) and `_delta_log/` (row counts per event_date), nothing else under it."
+  type        = string
+
+  validation {
+    condition     = length(var.table_prefix) > 0 && !endswith(var.table_prefix, "/") && !startswith(var.table_prefix, "/")
+    error_message = "table_prefix is a key prefix without leading or trailing slash."
+  }
+}
+
 variable "manifest_prefix" {
   description = "Key prefix (no trailing slash) of the COPY manifests in the lake bucket."
   type        = string
