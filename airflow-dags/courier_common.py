@@ -408,3 +408,126 @@ def apply_migrations(conn, postgres: bool) -> list[str]:
     finally:
         cur.close()
     return applied_now
+
+
+# --- the lake's row counts per event_date (the daily lake-versus-warehouse check) -------------
+
+DELTA_LOG = "_delta_log"
+PARTITION_COLUMN = "event_date"
+
+
+class _LakeLog:
+    """The files of a Delta table's `_delta_log/`: a local directory or an S3 prefix (read
+    with the aws_default connection; the MWAA execution role may list and read exactly
+    `<table_prefix>/_delta_log/`)."""
+
+    def __init__(self, table_uri: str):
+        self.table_uri = table_uri.rstrip("/")
+        if self.table_uri.startswith("s3://"):
+            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+            self.hook = S3Hook(aws_conn_id=AWS_CONN_ID)
+            self.bucket, self.prefix = _split_s3(f"{self.table_uri}/{DELTA_LOG}/")
+        else:
+            self.hook = None
+            self.directory = Path(self.table_uri.removeprefix("file://")) / DELTA_LOG
+
+    def names(self) -> list[str]:
+        if self.hook is not None:
+            keys = self.hook.list_keys(bucket_name=self.bucket, prefix=self.prefix) or []
+            return [k[len(self.prefix):] for k in keys if "/" not in k[len(self.prefix):]]
+        return [p.name for p in self.directory.iterdir() if p.is_file()] if self.directory.is_dir() else []
+
+    def read(self, name: str) -> bytes:
+        if self.hook is not None:
+            return self.hook.get_key(self.prefix + name, bucket_name=self.bucket).get()["Body"].read()
+        return (self.directory / name).read_bytes()
+
+
+_COMMIT = re.compile(r"^(\d{20})\.json$")
+_CHECKPOINT = re.compile(r"^(\d{20})\.checkpoint(?:\.(\d{10})\.(\d{10}))?\.parquet$")
+
+
+def _partition_values(value) -> dict:
+    if isinstance(value, dict):
+        return value
+    return dict(value or [])  # a Parquet map reads as a list of (key, value) pairs
+
+
+def lake_rows_by_date(table_uri: str, version: int) -> dict[str, int]:
+    """Rows of the Delta table at `table_uri` as of table `version`, per `event_date`
+    (ISO date strings): the `numRecords` statistics of the files active at that version,
+    summed by their `event_date` partition value. Read from the Delta log alone (the
+    newest checkpoint at or before `version`, then the JSON commits up to it), so it needs
+    no data file and no Delta library, and reads the same in local and AWS mode. The
+    compactor writes statistics for every file (its `status` counts rows the same way);
+    a file without them fails the count. Optimize commits (`dataChange=false`) move rows
+    between files of the same date: the counts per date do not change."""
+    log = _LakeLog(table_uri)
+    names = log.names()
+    if not names:
+        if version > 0:
+            raise ValueError(f"no Delta log at {table_uri}, but the warehouse loaded table version {version}")
+        return {}
+    commits = {int(m.group(1)): n for n in names if (m := _COMMIT.match(n))}
+    parts: dict[int, dict[int, str]] = {}
+    totals: dict[int, int] = {}
+    for n in names:
+        if m := _CHECKPOINT.match(n):
+            v = int(m.group(1))
+            parts.setdefault(v, {})[int(m.group(2) or 1)] = n
+            totals[v] = int(m.group(3) or 1)
+    complete = [v for v, p in parts.items() if v <= version and len(p) == totals[v]]
+    start = max(complete, default=-1)
+    active: dict[str, tuple[dict, str | None]] = {}
+    if start >= 0:
+        import io
+
+        import pyarrow.parquet as pq
+
+        for _, name in sorted(parts[start].items()):
+            table = pq.read_table(io.BytesIO(log.read(name)), columns=["add"])
+            for add in table.column("add").to_pylist():
+                if add is not None:
+                    active[add["path"]] = (_partition_values(add.get("partitionValues")), add.get("stats"))
+    for v in range(start + 1, version + 1):
+        if v not in commits:
+            raise ValueError(f"the Delta log at {table_uri} lacks commit {v} (and no checkpoint covers it): "
+                             f"cannot count the lake as of table version {version}")  # fmt: skip
+        for line in log.read(commits[v]).decode().splitlines():
+            if not line.strip():
+                continue
+            action = json.loads(line)
+            if "add" in action:
+                add = action["add"]
+                active[add["path"]] = (_partition_values(add.get("partitionValues")), add.get("stats"))
+            elif "remove" in action:
+                active.pop(action["remove"]["path"], None)
+    counts: dict[str, int] = {}
+    for path, (partition, stats) in active.items():
+        if not stats:
+            raise ValueError(f"{path} in {table_uri} has no statistics: cannot count its rows")
+        date = partition.get(PARTITION_COLUMN)
+        if not date:
+            raise ValueError(f"{path} in {table_uri} has no {PARTITION_COLUMN} partition value")
+        counts[date] = counts.get(date, 0) + int(json.loads(stats)["numRecords"])
+    return counts
+
+
+def lake_warehouse_mismatches(lake: dict[str, int], warehouse: dict[str, dict], version: int) -> list[str]:
+    """Compare the lake's rows per event_date (as of the table version the warehouse has
+    loaded) with the warehouse's: per date, lake = rows in courier.positions + duplicates
+    the load skipped (late copies of event ids already loaded; the ledger counts them per
+    date), and courier.positions holds what the ledger says was inserted. Returns the
+    broken dates with their numbers (empty: every date reconciles)."""
+    broken = []
+    for date in sorted(set(lake) | set(warehouse)):
+        w = warehouse.get(date, {})
+        rows, skipped = int(w.get("fact_rows", 0)), int(w.get("duplicates_skipped", 0))
+        inserted, in_lake = int(w.get("rows_inserted", 0)), int(lake.get(date, 0))
+        if in_lake != rows + skipped:
+            broken.append(f"event_date {date}: lake {in_lake} rows (table version {version}) != warehouse {rows} "
+                          f"rows in courier.positions + {skipped} duplicates skipped")  # fmt: skip
+        if rows != inserted:
+            broken.append(f"event_date {date}: courier.positions holds {rows} rows, the load ledger inserted {inserted}")
+    return broken

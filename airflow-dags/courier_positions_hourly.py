@@ -41,6 +41,7 @@ DAG run, exactly once; a re-run finds nothing new and changes nothing.
 | `reconcile` | fails with the numbers when an identity of this run's ledger rows does not hold; warns about dead letters with their count and reasons |
 | `check_fact_no_duplicates` | no `event_id` twice on the dates this run staged |
 | `check_freshness` | lag-based: passes when the warehouse has caught up with the stream (no backlog left), else the newest loaded position must be within `freshness_max_lag_minutes` |
+| `backlog_left`, `trigger_backlog_run` | after `reconcile`: when the compactor reported a backlog this run did not read (AWS mode: one ECS task per DAG run; local mode: `backlog_max_rounds` rounds used up), logs it and triggers another run of this DAG (queued behind this one by `max_active_runs=1`, conf `backlog_of`); otherwise skipped |
 | `refresh_gold` | delete-then-insert `courier_daily` and `positions_hourly` for the queued dates (one transaction) |
 
 Failures alert through the notifier `CourierAlert` (every task's and the DAG's
@@ -61,6 +62,7 @@ from airflow.providers.common.sql.operators.sql import (
     SQLExecuteQueryOperator,
     SQLValueCheckOperator,
 )
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import chain, dag, task
 from airflow.timetables.interval import CronDataIntervalTimetable
 
@@ -414,6 +416,27 @@ def freshness_verdict(backlog: bool, newest_received_at: datetime | None, now: d
     return verdict, f"the compactor reports a backlog; newest loaded position received {lag} ago (limit {max_lag})"
 
 
+def plan_from_reports(run_id: str, loaded: int, local_runs=None, local_compacts=None) -> dict:
+    """The load plan of DAG run `run_id` from the compactor's reports: in local mode the
+    local tasks' reports (their XComs, read from their report files); in AWS mode the
+    reports the ECS tasks `compact_ecs` and `runs_ecs` wrote under the reports location
+    (S3; last try). `backlog`: the last `compactor run` of this DAG run says more is
+    waiting in the stream (AWS mode: the one ECS task's report; local mode: the last
+    round's, after `backlog_max_rounds`)."""
+    if local_mode():
+        raw_runs, compact_reports = local_runs, local_compacts
+    else:
+        raw_runs = latest_report(DAG_ID, run_id, "runs_ecs")
+        compact_reports = latest_report(DAG_ID, run_id, "compact_ecs")
+    if raw_runs is None:
+        raise ValueError("no compactor runs report")
+    plan = plan_load(raw_runs, loaded, compact_reports, manifests_location())
+    reports = compact_reports if isinstance(compact_reports, list) else [compact_reports] if compact_reports else []
+    plan["backlog"] = bool(reports and reports[-1].get("backlog"))
+    plan["rounds"] = len(reports)
+    return plan
+
+
 def _courier_report_uri(dag_id, run_id, task_id, try_number, round_no=0) -> str:
     return report_uri(dag_id, run_id, task_id, try_number, round_no)
 
@@ -530,17 +553,10 @@ def courier_positions_hourly():
     def runs_to_load(dag_run=None, ti=None) -> dict:
         """The load plan, from the compactor's reports: XCom of the local tasks (read from
         their report files), or the S3 objects the ECS tasks wrote (last try)."""
-        if local_mode():
-            raw_runs, compact_reports = ti.xcom_pull(task_ids="runs_local"), ti.xcom_pull(task_ids="compact_local")
-        else:
-            raw_runs = latest_report(DAG_ID, dag_run.run_id, "runs_ecs")
-            compact_reports = latest_report(DAG_ID, dag_run.run_id, "compact_ecs")
-        if raw_runs is None:
-            raise ValueError("no compactor runs report")
-        plan = plan_load(raw_runs, int(ti.xcom_pull(task_ids="loaded_version")), compact_reports, manifests_location())
-        reports = compact_reports if isinstance(compact_reports, list) else [compact_reports] if compact_reports else []
-        plan["backlog"] = bool(reports and reports[-1].get("backlog"))
-        plan["rounds"] = len(reports)
+        local = local_mode()
+        plan = plan_from_reports(dag_run.run_id, int(ti.xcom_pull(task_ids="loaded_version")),
+                                 ti.xcom_pull(task_ids="runs_local") if local else None,
+                                 ti.xcom_pull(task_ids="compact_local") if local else None)  # fmt: skip
         for r in plan["runs"]:
             log.info("to load: run %s, table version %s, %s rows in %s files, %s",
                      r["run"], r["table_version"], r["rows_written"], r["files_added"], r["manifest"])  # fmt: skip
@@ -609,6 +625,27 @@ def courier_positions_hourly():
         log.info("fresh: %s", why)
         return why
 
+    @task.short_circuit(retries=0, execution_timeout=CHECK_TIMEOUT)
+    def backlog_left(plan: dict, dag_run=None) -> bool:
+        """After a load that reconciled: when the compactor reported a backlog this DAG run
+        did not read (AWS mode: one ECS task per DAG run; local mode: after
+        backlog_max_rounds rounds), trigger another run of this DAG to go on at once."""
+        if not plan["backlog"]:
+            log.info("no backlog: the compactor read the stream to its end")
+            return False
+        log.warning("the compactor reports a backlog after %d compactor run(s) in DAG run %s: triggering another "
+                    "run of %s to load it (it starts when this one ends: max_active_runs=1)",
+                    plan["rounds"], dag_run.run_id, DAG_ID)  # fmt: skip
+        return True
+
+    trigger_backlog_run = TriggerDagRunOperator(
+        task_id="trigger_backlog_run",
+        trigger_dag_id=DAG_ID,
+        conf={"backlog_of": "{{ run_id }}"},
+        wait_for_completion=False,
+        fail_when_dag_is_paused=False,
+    )
+
     refresh_gold = SQLExecuteQueryOperator(
         task_id="refresh_gold", conn_id=WAREHOUSE_CONN_ID, sql="refresh_gold.sql", split_statements=True
     )
@@ -633,6 +670,7 @@ def courier_positions_hourly():
     chain(loaded, [check_row_count, check_null_keys, check_coordinates], load_positions)
     chain(load_positions, [reconciled, check_duplicates, fresh], refresh_gold)
     chain(on_time, create_tables)
+    chain(reconciled, backlog_left(plan), trigger_backlog_run)
 
 
 courier_positions_hourly()

@@ -125,6 +125,37 @@ LEFT JOIN (
     GROUP BY p.table_version
 ) AS inserted ON r.table_version = inserted.table_version;
 
+-- The same per UTC date (the daily lake-versus-warehouse check adds them up by date).
+INSERT INTO courier.load_ledger_dates (table_version, event_date, rows_staged, rows_inserted, duplicates_skipped)
+SELECT
+    staged.table_version,
+    staged.event_date,
+    staged.rows_staged,
+    COALESCE(inserted.rows_inserted, 0),
+    staged.duplicates_skipped
+FROM (
+    SELECT
+        st.table_version,
+        CAST(st.recorded_at AS DATE) AS event_date,
+        COUNT(*) AS rows_staged,
+        SUM(CASE WHEN st.copy_rank > 1 OR e.event_id IS NOT NULL THEN 1 ELSE 0 END) AS duplicates_skipped
+    FROM load_staged AS st
+    LEFT JOIN load_existing AS e
+        ON st.courier_id = e.courier_id AND st.event_id = e.event_id
+    GROUP BY st.table_version, CAST(st.recorded_at AS DATE)
+) AS staged
+LEFT JOIN (
+    SELECT
+        p.table_version,
+        p.event_date,
+        COUNT(*) AS rows_inserted
+    FROM courier.positions AS p
+    INNER JOIN load_bounds AS b
+        ON p.recorded_at BETWEEN b.min_recorded_at AND b.max_recorded_at
+    WHERE p.table_version IN (SELECT lr.table_version FROM load_runs AS lr)
+    GROUP BY p.table_version, p.event_date
+) AS inserted ON staged.table_version = inserted.table_version AND staged.event_date = inserted.event_date;
+
 DROP TABLE load_existing;
 
 DROP TABLE load_bounds;

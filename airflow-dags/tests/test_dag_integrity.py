@@ -20,13 +20,15 @@ EXPECTED_EDGES = {
     "runs_ecs": {"runs_to_load"},
     "compact_local": {"runs_local"},
     "runs_local": {"runs_to_load"},
-    "runs_to_load": {"load_staging", "reconcile", "check_freshness"},
+    "runs_to_load": {"load_staging", "reconcile", "check_freshness", "backlog_left"},
     "load_staging": {"check_staging_row_count", "check_staging_no_null_keys", "check_staging_coordinates"},
     "check_staging_row_count": {"load_positions"},
     "check_staging_no_null_keys": {"load_positions"},
     "check_staging_coordinates": {"load_positions"},
     "load_positions": {"reconcile", "check_fact_no_duplicates", "check_freshness"},
-    "reconcile": {"refresh_gold"},
+    "reconcile": {"refresh_gold", "backlog_left"},
+    "backlog_left": {"trigger_backlog_run"},
+    "trigger_backlog_run": set(),
     "check_fact_no_duplicates": {"refresh_gold"},
     "check_freshness": {"refresh_gold"},
     "refresh_gold": set(),
@@ -40,6 +42,7 @@ MAINTENANCE_EDGES = {
     "optimize_local": {"vacuum_local"},
     "vacuum_local": set(),
     "vacuum_analyze": set(),
+    "reconcile_lake_and_warehouse": set(),
 }
 
 
@@ -67,7 +70,7 @@ def test_hourly_dag_settings(dagbag):
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable"
 
 
-CHECKS = {"check_on_time", "reconcile", "check_freshness"}
+CHECKS = {"check_on_time", "reconcile", "check_freshness", "backlog_left"}
 
 
 def test_hourly_retries_everything_but_checks(dagbag):
@@ -189,3 +192,56 @@ def test_ecs_report_uri_renders_to_s3_per_run_task_and_try(dagbag, monkeypatch, 
         "/try-002-round-000.json",
     ]
     assert op.render_template(op.container_name, context) == "compactor"
+
+
+def test_a_backlog_left_triggers_another_run_of_the_hourly_dag(dagbag):
+    """Both modes, AWS in particular (one ECS compactor task per DAG run): after a load that
+    reconciled, a backlog the compactor reported triggers another run of this DAG."""
+    dag = dagbag.dags[HOURLY]
+    gate, trigger = dag.get_task("backlog_left"), dag.get_task("trigger_backlog_run")
+    assert type(gate).__name__ == "_ShortCircuitDecoratedOperator"
+    assert type(trigger).__name__ == "TriggerDagRunOperator"
+    assert trigger.trigger_dag_id == HOURLY and trigger.wait_for_completion is False
+    assert trigger.conf == {"backlog_of": "{{ run_id }}"}
+    assert gate.upstream_task_ids == {"reconcile", "runs_to_load"}
+
+
+def test_in_aws_mode_the_ecs_compactor_reports_backlog_is_read_from_its_report_and_triggers_a_run(
+        dagbag, monkeypatch, tmp_path):  # fmt: skip
+    """AWS mode without AWS: the reports location is a directory here (S3 on MWAA, the same
+    code path but the hook). The last try of compact_ecs says backlog: the plan says so and
+    backlog_left lets trigger_backlog_run go; a later try that read to the end does not."""
+    import json
+    from types import SimpleNamespace
+
+    import courier_common
+    import courier_positions_hourly as hourly
+
+    for k in list(os.environ):
+        if k.startswith(("COURIER_", "AIRFLOW_VAR_COURIER_", "AIRFLOW__COURIER__")):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("COURIER_TABLE_URI", "s3://courier-lake-prod/positions")
+    monkeypatch.setenv("COURIER_REPORTS_URI", str(tmp_path / "reports"))
+    run_id = "scheduled__2026-12-01T10:00:00+00:00"
+    manifest = "s3://courier-lake-prod/positions/_manifests/v00000000000000000008.json"
+    counts = {"records_read": 3, "positions_decoded": 900, "duplicates_dropped": 0, "dead_lettered": 0, "rows_written": 900}
+    compact = {"run": 7, "committed": True, "rows_written": 900, "files_added": 1, "table_version": 8,
+               "manifest": manifest, "backlog": True}  # fmt: skip
+    runs = [{"table_version": 8, "run": 7, "report": counts, "files_added": 1, "manifest": manifest}]
+
+    def write(task_id, try_number, report):
+        uri = courier_common.report_uri(HOURLY, run_id, task_id, try_number)
+        os.makedirs(os.path.dirname(uri), exist_ok=True)
+        with open(uri, "w") as f:
+            json.dump(report, f)
+
+    write("compact_ecs", 1, compact)
+    write("runs_ecs", 1, runs)
+    plan = hourly.plan_from_reports(run_id, 7)
+    assert plan["backlog"] is True and plan["rounds"] == 1 and plan["rows_written"] == 900
+    gate = dagbag.dags[HOURLY].get_task("backlog_left")
+    assert gate.python_callable(plan, dag_run=SimpleNamespace(run_id=run_id)) is True
+    write("compact_ecs", 2, {**compact, "backlog": False})  # a retry read to the end: the last try wins
+    plan = hourly.plan_from_reports(run_id, 7)
+    assert plan["backlog"] is False
+    assert gate.python_callable(plan, dag_run=SimpleNamespace(run_id=run_id)) is False

@@ -380,6 +380,31 @@ def test_a_backlog_is_loaded_in_the_same_run_and_said_so(dagbag, local_env, monk
     logs = task_logs(caplog, capsys)
     assert "backlog left after 1 rounds" in logs
     assert "warehouse not fresh: the compactor reports a backlog" in logs
+    # The backlog left is not left for the next hour: another run of the DAG is triggered
+    # (queued behind this one), as in AWS mode, where one ECS compactor task runs per DAG run.
+    got = states(behind)
+    assert got["backlog_left"] == "success" and got["trigger_backlog_run"] == "success"
+    assert "triggering another run of courier_positions_hourly to load it" in logs
+    (triggered,) = [r for r in dag_runs() if (r.conf or {}).get("backlog_of") == behind.run_id]
+    assert str(triggered.run_type).lower().endswith("manual")
+    # That run (here: run at once) loads the rest; nothing is left, nothing triggered.
+    monkeypatch.setenv("COURIER_BACKLOG_MAX_ROUNDS", "6")
+    monkeypatch.setenv("COURIER_FRESHNESS_MAX_LAG_MINUTES", "180")
+    rest = run_dag(dagbag, this_hour() + timedelta(hours=1))
+    assert rest.state == "success", states(rest)
+    assert states(rest)["trigger_backlog_run"] == "skipped"
+    assert fact_event_ids(local_env["db"]) == sorted(acked)
+    assert hourly_ledger_reconciles(local_env["db"])
+
+
+def dag_runs():
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        runs = session.query(DagRun).filter(DagRun.dag_id == DAG_ID).all()
+        session.expunge_all()
+        return runs
 
 
 def test_an_empty_warehouse_on_a_quiet_night_is_fresh(dagbag, local_env):
@@ -495,3 +520,97 @@ def test_maintenance_dag_optimizes_and_vacuums_the_table_without_changing_rows(d
     again = run_dag(dagbag, this_hour())
     assert again.state == "success", states(again)
     assert snapshot(local_env["db"]) == warehouse
+
+
+def demo_venv_python():
+    """The demo's venv (deltalake, polars): builds it when missing (scripts/ensure-venv.sh)."""
+    venv = REPO_ROOT / ".tools" / "demo-venv"
+    subprocess.run(["bash", str(REPO_ROOT / "scripts" / "ensure-venv.sh"), str(venv),
+                    str(REPO_ROOT / "scripts" / "requirements-demo.txt")], check=True, capture_output=True)  # fmt: skip
+    return venv / "bin" / "python"
+
+
+def delta_rows_by_date(table) -> dict[str, int]:
+    """The table's rows per event_date read by the deltalake library (data files, not
+    statistics): the reference for the Delta log count."""
+    code = ("import collections, json, os, sys\nfrom deltalake import DeltaTable\n"
+            "t = DeltaTable(sys.argv[1]).to_pyarrow_table(columns=['event_date'])\n"
+            "c = collections.Counter(str(d) for d in t.column('event_date').to_pylist())\n"
+            "print(json.dumps(c)); sys.stdout.flush(); os._exit(0)\n")  # fmt: skip
+    out = subprocess.run([demo_venv_python(), "-c", code, str(table)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_the_daily_check_counts_the_lake_per_date_and_fails_with_the_numbers(dagbag, local_env, monkeypatch, caplog, capsys):
+    """The maintenance DAG's reconcile_lake_and_warehouse, against the real compactor's
+    table: the lake holds late duplicates (a dedup window of one commit lets a re-sent batch
+    through), the warehouse skipped them, and per event_date lake = warehouse + skipped.
+    Then a row lost from the warehouse fails the check with the date and its numbers."""
+    import courier_common
+
+    monkeypatch.setenv("COMPACTOR_DEDUP_COMMITS", "1")  # read by the compactor (flags read their env)
+    now = datetime.now(timezone.utc)
+    first = make_positions(3, 6, now - timedelta(hours=27), seed=14)
+    acked = send(local_env["api"], first)
+    compactor(local_env, "run")
+    acked |= send(local_env["api"], make_positions(3, 6, now - timedelta(hours=2), seed=15))
+    compactor(local_env, "run")
+    local_env["api"].post(first)  # the same event ids again, two commits later: past the dedup window
+    hourly = run_dag(dagbag, this_hour())
+    assert hourly.state == "success", states(hourly)
+    assert fact_event_ids(local_env["db"]) == sorted(acked)
+    skipped = sum(r["late_duplicates_skipped"] + r["batch_duplicates_skipped"] for r in ledger(local_env["db"]))
+    assert skipped >= len(first)  # in the lake twice, in the warehouse once
+
+    # The Delta log count agrees with the data files read by the deltalake library.
+    version = max(r["table_version"] for r in ledger(local_env["db"]))
+    lake = courier_common.lake_rows_by_date(str(local_env["table"]), version)
+    assert lake == delta_rows_by_date(local_env["table"])
+    assert sum(lake.values()) == len(acked) + skipped
+
+    maintenance = dagbag.dags[MAINTENANCE_DAG_ID]
+    ok = maintenance.test(logical_date=this_hour() - timedelta(hours=1))
+    assert ok.state == "success", states(ok)
+    result = ok.get_task_instance("reconcile_lake_and_warehouse").xcom_pull(task_ids="reconcile_lake_and_warehouse")
+    assert result["lake"] == lake and result["table_version"] == version
+
+    # A row lost from the warehouse: the check fails and names the date with its numbers.
+    with psycopg.connect(local_env["db"], autocommit=True) as conn:
+        (lost_date,) = conn.execute(
+            "DELETE FROM courier.positions WHERE event_id = %s RETURNING event_date", (first[0]["event_id"],)).fetchone()
+    broken = maintenance.test(logical_date=this_hour())
+    assert broken.state == "failed"
+    assert states(broken)["reconcile_lake_and_warehouse"] == "failed"
+    w = result["warehouse"][str(lost_date)]
+    logs = task_logs(caplog, capsys)
+    assert (f"event_date {lost_date}: lake {lake[str(lost_date)]} rows (table version {version}) != warehouse "
+            f"{w['fact_rows'] - 1} rows in courier.positions + {w['duplicates_skipped']} duplicates skipped") in logs
+
+
+def test_the_delta_log_count_reads_checkpoints_and_any_earlier_version(local_env):
+    """A checkpoint written by the deltalake library (as delta-rs does every 100 commits)
+    is read instead of the commits before it; a version before the checkpoint is still
+    counted from its commits; a missing commit is an error, not a wrong count."""
+    import courier_common
+
+    now = datetime.now(timezone.utc)
+    counts = []
+    for seed in (16, 17, 18):
+        send(local_env["api"], make_positions(2, 4, now - timedelta(hours=30 - 12 * (seed - 16)), seed=seed))
+        report = compactor(local_env, "run")
+        counts.append((report["table_version"], courier_common.lake_rows_by_date(str(local_env["table"]), report["table_version"])))
+    table = str(local_env["table"])
+    code = ("import os, sys\nfrom deltalake import DeltaTable\nDeltaTable(sys.argv[1]).create_checkpoint()\n"
+            "sys.stdout.flush(); os._exit(0)\n")  # fmt: skip
+    subprocess.run([demo_venv_python(), "-c", code, table], check=True, capture_output=True)
+    log_dir = local_env["table"] / "_delta_log"
+    assert list(log_dir.glob("*.checkpoint.parquet"))
+    for version, expected in counts:
+        assert courier_common.lake_rows_by_date(table, version) == expected
+    # The checkpoint, not the commits, gives the newest version: hide the commits it covers.
+    last = counts[-1][0]
+    for v in range(1, last + 1):
+        (log_dir / f"{v:020d}.json").rename(log_dir / f"{v:020d}.json.hidden")
+    assert courier_common.lake_rows_by_date(table, last) == counts[-1][1] == delta_rows_by_date(local_env["table"])
+    with pytest.raises(ValueError, match="lacks commit 1"):
+        courier_common.lake_rows_by_date(table, counts[0][0])

@@ -64,10 +64,11 @@ def statements(sql: str) -> list[str]:
 def test_sql_files_exist():
     names = {str(p.relative_to(SQL_DIR)) for p in ALL_SQL}
     assert {
-        "migrations/V001__tables.sql", "migrations/V002__analyst_role.sql", "migrations/V003__schemas.sql",
+        "migrations/V001__tables.sql", "migrations/V002__analyst_role.sql", "migrations/V003__schemas.sql", "migrations/V004__ledger_dates.sql",
         "copy_staging.sql", "load_positions.sql", "refresh_gold.sql", "maintenance.sql",
         "postgres/migrations/V001__tables.sql", "postgres/migrations/V002__analyst_role.sql",
-        "postgres/migrations/V003__schemas.sql", "checks/staging_row_count.sql",
+        "postgres/migrations/V003__schemas.sql", "postgres/migrations/V004__ledger_dates.sql",
+        "checks/lake_warehouse_counts.sql", "checks/staging_row_count.sql",
         "checks/staging_no_null_keys.sql", "checks/staging_coordinates_in_range.sql",
         "checks/fact_no_duplicate_event_ids.sql",
     } <= names  # fmt: skip
@@ -159,6 +160,7 @@ def _columns(path, dialect) -> dict[str, list[tuple[str, str]]]:
 TABLES = {"courier.positions", "courier_staging.positions_staging", "courier_staging.gold_dirty_dates",
           "courier_gold.courier_daily", "courier_gold.positions_hourly", "courier_staging.compactor_runs_staging",
           "courier.load_ledger"}  # fmt: skip
+NOW_TABLES = TABLES | {"courier.load_ledger_dates"}  # V004
 
 
 @pytest.mark.parametrize("migration", ["V001__tables.sql", "V003__schemas.sql"])
@@ -291,7 +293,7 @@ def test_postgres_pipeline_sql_loads_insert_only_and_refreshes_gold(pg_database)
         8: [row("e4", "c2", -23.99, -46.60, day2 + timedelta(minutes=1), 3.0)],  # repeated in a later run
     }
     with psycopg.connect(pg_database, autocommit=True) as conn:
-        assert migrate(pg_database) == ["V001__tables", "V002__analyst_role", "V003__schemas"]
+        assert migrate(pg_database) == ["V001__tables", "V002__analyst_role", "V003__schemas", "V004__ledger_dates"]
         assert migrate(pg_database) == []  # applied once
         stage(conn, batch1)
         assert first_row(conn, SQL_DIR / "checks" / "staging_row_count.sql") == (5,)
@@ -473,7 +475,7 @@ def test_every_warehouse_table_and_column_has_a_comment_and_a_dictionary_entry(p
             " AND a.attnum > 0 AND NOT a.attisdropped"
         ).fetchall()
     # Every table is in its schema (none left in public but the migrations' own record).
-    assert {t for t, _ in tables} == TABLES
+    assert {t for t, _ in tables} == NOW_TABLES
     assert all(doc for _, doc in tables), tables
     assert len(columns) > 60 and [(t, c) for t, c, doc in columns if not doc] == []
     # The data dictionary in the README documents each of them.
@@ -487,7 +489,8 @@ def test_every_warehouse_table_and_column_has_a_comment_and_a_dictionary_entry(p
         assert f"| `{column}` |" in section, (table, column)
 
 
-ANALYST_TABLES = ("courier.positions", "courier.load_ledger", "courier_gold.courier_daily", "courier_gold.positions_hourly")
+ANALYST_TABLES = ("courier.positions", "courier.load_ledger", "courier.load_ledger_dates", "courier_gold.courier_daily",
+                  "courier_gold.positions_hourly")
 
 
 def test_the_analyst_role_reads_facts_gold_and_ledger_but_not_staging(pg_database):
@@ -500,8 +503,8 @@ def test_the_analyst_role_reads_facts_gold_and_ledger_but_not_staging(pg_databas
             return conn.execute("SELECT has_schema_privilege('courier_analyst', %s, 'USAGE')", (name,)).fetchone()[0]
 
         assert all(can(t) for t in ANALYST_TABLES)
-        assert not any(can(t) for t in TABLES - set(ANALYST_TABLES))
-        assert not any(can(t, "INSERT") or can(t, "DELETE") for t in TABLES)
+        assert not any(can(t) for t in NOW_TABLES - set(ANALYST_TABLES))
+        assert not any(can(t, "INSERT") or can(t, "DELETE") for t in NOW_TABLES)
         assert schema("courier") and schema("courier_gold") and not schema("courier_staging")
     # As the analyst: the fact and gold tables read, staging refused.
     with psycopg.connect(pg_database, autocommit=True) as conn:
@@ -510,3 +513,46 @@ def test_the_analyst_role_reads_facts_gold_and_ledger_but_not_staging(pg_databas
             conn.execute(f"SELECT COUNT(*) FROM {table}")
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SELECT COUNT(*) FROM courier_staging.positions_staging")
+
+
+def test_the_ledger_per_date_and_the_warehouse_counts_of_the_daily_check(pg_database):
+    """load_positions.sql writes, per compactor run and event_date, the rows staged, inserted
+    and skipped; lake_warehouse_counts.sql adds them up per date beside the rows in
+    courier.positions, in one statement; the comparison with the lake names every broken
+    date with its numbers."""
+    import courier_positions_maintenance as maintenance
+
+    day1, day2 = datetime(2026, 11, 23, 23, 50), datetime(2026, 11, 24, 0, 10)
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        migrate(pg_database)
+        counts = SQL_DIR / "checks" / "lake_warehouse_counts.sql"
+        assert conn.execute(render(counts)).fetchall() == [(0, None, None, None, None, None)]  # empty warehouse
+        stage(conn, {7: [row("e1", "c1", -23.5, -46.6, day1), row("e2", "c1", -23.5, -46.6, day2)],
+                     8: [row("e2", "c1", -23.5, -46.6, day2), row("e3", "c2", -23.5, -46.6, day2)]})
+        run_file(conn, SQL_DIR / "load_positions.sql")
+        second = "scheduled__2026-11-24T11:00:00+00:00"
+        stage(conn, {9: [row("e3", "c2", -23.5, -46.6, day2), row("e4", "c2", -23.5, -46.6, day1)]}, run_id=second)
+        run_file(conn, SQL_DIR / "load_positions.sql", run_id=second)
+        by_run = conn.execute("SELECT table_version, event_date, rows_staged, rows_inserted, duplicates_skipped"
+                              " FROM courier.load_ledger_dates ORDER BY 1, 2").fetchall()  # fmt: skip
+        d1, d2 = day1.date(), day2.date()
+        assert by_run == [(7, d1, 1, 1, 0), (7, d2, 1, 1, 0), (8, d2, 2, 1, 1), (9, d1, 1, 1, 0), (9, d2, 1, 0, 1)]
+        rows = conn.execute(render(counts)).fetchall()
+        assert rows == [(9, d1, 2, 2, 2, 0), (9, d2, 2, 4, 2, 2)]
+        # The lake as the compactor wrote it: 2 rows on day 1, 4 on day 2 (with the 2 duplicates the load skipped).
+        lake = {str(d1): 2, str(d2): 4}
+        warehouse = {str(d): {"fact_rows": f, "rows_staged": s_, "rows_inserted": i, "duplicates_skipped": k}
+                     for _, d, f, s_, i, k in rows}  # fmt: skip
+        assert courier_common.lake_warehouse_mismatches(lake, warehouse, 9) == []
+        # A row lost from the warehouse, a date the lake has and the warehouse lacks: named with the numbers.
+        conn.execute("DELETE FROM courier.positions WHERE event_id = 'e4'")
+        rows = conn.execute(render(counts)).fetchall()
+        broken = courier_common.lake_warehouse_mismatches({**lake, "2026-11-25": 3}, {
+            str(d): {"fact_rows": f, "rows_staged": s_, "rows_inserted": i, "duplicates_skipped": k}
+            for _, d, f, s_, i, k in rows}, 9)  # fmt: skip
+        assert broken == [
+            "event_date 2026-11-23: lake 2 rows (table version 9) != warehouse 1 rows in courier.positions + 0 duplicates skipped",
+            "event_date 2026-11-23: courier.positions holds 1 rows, the load ledger inserted 2",
+            "event_date 2026-11-25: lake 3 rows (table version 9) != warehouse 0 rows in courier.positions + 0 duplicates skipped",
+        ]
+        assert maintenance.compare_lake_and_warehouse  # the DAG's comparison (end to end: test_end_to_end.py)
