@@ -126,6 +126,7 @@ impl Application {
         pipeline.spawn_refresher(Duration::from_secs(settings.refresh_secs.max(1)));
 
         let state = web::Data::new(AppState {
+                    pacing: settings.shard_pacing(),
             keys,
             pipeline: Arc::clone(&pipeline),
             metrics,

@@ -75,8 +75,17 @@ pub struct Settings {
     pub record_max_bytes: usize,
     /// Stream record: flush after this many positions.
     pub record_max_positions: usize,
-    /// Stream record: flush this long after its first position, milliseconds.
+    /// Optional extra wait: hold a stream record this long after its first
+    /// position even when no write of its shard is in flight, milliseconds
+    /// (0: off; records go out as soon as the shard's previous write
+    /// returned, a group commit).
     pub linger_ms: u64,
+    /// Kinesis only: bytes per second each batcher keeps its shard within
+    /// (0: no pacing). Divide the shard limit (1 MiB/s) among the tasks.
+    pub kinesis_shard_bytes_per_sec: u64,
+    /// Kinesis only: records per second each batcher keeps its shard within
+    /// (0: no pacing). Divide the shard limit (1000/s) among the tasks.
+    pub kinesis_shard_records_per_sec: u64,
     /// Block compression of stream records.
     pub codec: Codec,
     /// Writer actors.
@@ -133,7 +142,9 @@ impl Default for Settings {
             max_age_secs: 7 * 24 * 3600,
             record_max_bytes: 512 * 1024,
             record_max_positions: 5000,
-            linger_ms: 50,
+            linger_ms: 0,
+            kinesis_shard_bytes_per_sec: 1024 * 1024,
+            kinesis_shard_records_per_sec: 1000,
             codec: Codec::Zstandard,
             writers: 2,
             writer_concurrency: 4,
@@ -275,6 +286,18 @@ impl Settings {
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
+    /// The per-shard pacing of the batchers: the Kinesis limits set, on the
+    /// Kinesis sink only (the local stream has no shard limits).
+    pub fn shard_pacing(&self) -> Option<crate::pipeline::batcher::ShardRate> {
+        (self.sink == SinkKind::Kinesis
+            && self.kinesis_shard_bytes_per_sec > 0
+            && self.kinesis_shard_records_per_sec > 0)
+            .then_some(crate::pipeline::batcher::ShardRate {
+                bytes_per_sec: self.kinesis_shard_bytes_per_sec,
+                records_per_sec: self.kinesis_shard_records_per_sec,
+            })
+    }
+
     pub command: Command,
 }
 
@@ -391,7 +414,9 @@ pub struct ServeArgs {
     #[arg(long, env = "INGEST_RECORD_MAX_POSITIONS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub record_max_positions: Option<usize>,
-    /// Flush a stream record this many ms after its first position [default: 50].
+    /// Hold a stream record this many ms after its first position even when
+    /// no write of its shard is in flight (larger records, more latency); 0:
+    /// off, records go as soon as the shard's previous write returned [default: 0].
     #[arg(long, env = "INGEST_LINGER_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub linger_ms: Option<u64>,
@@ -422,6 +447,14 @@ pub struct ServeArgs {
     /// First retry delay in ms [default: 50].
     #[arg(long, env = "INGEST_RETRY_BASE_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Kinesis: bytes per second a shard's batcher stays within; 0: no pacing [default: 1048576].
+    #[arg(long, env = "INGEST_KINESIS_SHARD_BYTES_PER_SEC")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kinesis_shard_bytes_per_sec: Option<u64>,
+    /// Kinesis: records per second a shard's batcher stays within; 0: no pacing [default: 1000].
+    #[arg(long, env = "INGEST_KINESIS_SHARD_RECORDS_PER_SEC")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kinesis_shard_records_per_sec: Option<u64>,
     pub retry_base_ms: Option<u64>,
     /// Largest retry delay in ms [default: 2000].
     #[arg(long, env = "INGEST_RETRY_MAX_MS")]

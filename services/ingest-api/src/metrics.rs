@@ -61,6 +61,12 @@ pub struct Metrics {
     pub records_routed: IntCounterVec,
     /// Shard-map reloads asked for by misrouted records.
     pub shard_map_reloads: IntCounter,
+    /// Records handed to the writers by the batchers and not yet returned
+    /// (group commit: at most one flush per shard in flight).
+    pub batcher_inflight_records: IntGauge,
+    /// How long a batcher held a flush to stay within the shard's rate
+    /// (Kinesis pacing).
+    pub pacing_delay: Histogram,
     /// Records the stream put on another shard than the routing table chose
     /// (the shard map is stale: a reshard happened).
     pub misrouted_records: IntCounter,
@@ -274,6 +280,17 @@ impl Metrics {
             ),
             stream_events_dropped: counter(
                 &r,
+            batcher_inflight_records: gauge(
+                &r,
+                "ingest_batcher_inflight_records",
+                "Stream records handed to the writers and not yet written or given up (group commit: one flush per shard in flight).",
+            ),
+            pacing_delay: histogram(
+                &r,
+                "ingest_batcher_pacing_delay_seconds",
+                "Time a batcher held a flush to keep its shard under kinesis_shard_bytes_per_sec / kinesis_shard_records_per_sec.",
+                LATENCY_BUCKETS.to_vec(),
+            ),
                 "ingest_stream_events_dropped_total",
                 "Live stream events skipped for viewers that fell more than stream_buffer events behind.",
             ),

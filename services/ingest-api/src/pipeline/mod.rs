@@ -6,7 +6,8 @@
 //! HTTP workers (every core): parse, validate, Avro-encode, route by MD5(courier_id)
 //!      │ Append (bytes of one request for one shard, Ack, Permit)
 //!      ▼
-//! Batcher per shard (arbiter threads): concatenate, flush at size/count/linger
+//! Batcher per shard (arbiter threads): concatenate; group commit (one flush
+//!      │ of the shard in flight; what accumulates meanwhile goes next), Kinesis pacing
 //!      │ WriteRecord (one Avro container file, explicit hash key of the shard)
 //!      ▼
 //! Writer × N (supervised): PutRecords ≤ 500 records / 5 MiB, retry failed entries
@@ -522,8 +523,12 @@ mod tests {
         let now = chrono::Utc::now();
         let unchecked = UncheckedPosition {
             courier_id: Some(courier),
-            lat: Some(1.0),
+            lat: Some(lat),
             lon: Some(2.0),
+        position_at(courier, 1.0)
+    }
+
+    fn position_at(courier: &str, lat: f64) -> Position {
             recorded_at: Some(now),
             ..UncheckedPosition::default()
         };
@@ -537,7 +542,8 @@ mod tests {
             limits: BatchLimits {
                 max_bytes: 64 * 1024,
                 max_positions: record_positions,
-                linger: Duration::from_millis(1),
+                linger: Duration::ZERO,
+                pacing: None,
             },
             codec: Codec::Null,
             writers: 1,
@@ -629,3 +635,323 @@ mod tests {
         pipeline.stop();
     }
 }
+
+    /// The local stream behind a gate: every put waits until the test lets
+    /// it through (`open`), and the first `fail_entries` record entries of
+    /// puts answer throttled (a partial failure) instead of being written.
+    struct GatedSink {
+        inner: LocalStream,
+        gate: tokio::sync::Semaphore,
+        /// Puts started (entered the gate).
+        calls: AtomicUsize,
+        /// Records in each put, in order.
+        sizes: parking_lot::Mutex<Vec<usize>>,
+        fail_entries: AtomicUsize,
+    }
+
+    impl GatedSink {
+        fn new(inner: LocalStream, open: bool) -> Arc<Self> {
+            Arc::new(Self {
+                inner,
+                gate: tokio::sync::Semaphore::new(if open {
+                    tokio::sync::Semaphore::MAX_PERMITS
+                } else {
+                    0
+                }),
+                calls: AtomicUsize::new(0),
+                sizes: parking_lot::Mutex::new(Vec::new()),
+                fail_entries: AtomicUsize::new(0),
+            })
+        }
+
+        /// Lets `n` more puts through.
+        fn open(&self, n: usize) {
+            self.gate.add_permits(n);
+        }
+    }
+
+    impl StreamSink for GatedSink {
+        fn kind(&self) -> &'static str {
+            "gated"
+        }
+        fn shard_map(&self) -> courier_stream::BoxFuture<'_, Result<ShardMap, StreamError>> {
+            self.inner.shard_map()
+        }
+        fn put_records(
+            &self,
+            records: Vec<courier_stream::OutRecord>,
+        ) -> courier_stream::BoxFuture<'_, Result<Vec<courier_stream::PutOutcome>, StreamError>>
+        {
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                self.sizes.lock().push(records.len());
+                self.gate
+                    .acquire()
+                    .await
+                    .map_err(|_| StreamError::Corrupt("gate closed".into()))?
+                    .forget();
+                let mut outcomes = Vec::with_capacity(records.len());
+                let mut keep = Vec::new();
+                for record in records {
+                    let fail = self
+                        .fail_entries
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok();
+                    if fail {
+                        outcomes.push(Some(courier_stream::PutOutcome::Failed {
+                            code: "ProvisionedThroughputExceededException".into(),
+                            message: "injected".into(),
+                        }));
+                    } else {
+                        outcomes.push(None);
+                        keep.push(record);
+                    }
+                }
+                let mut written = self.inner.put_records(keep).await?.into_iter();
+                Ok(outcomes
+                    .into_iter()
+                    .map(|o| {
+                        o.or_else(|| written.next())
+                            .expect("one outcome per record")
+                    })
+                    .collect())
+            })
+        }
+        fn check_health(&self) -> courier_stream::BoxFuture<'_, Result<(), StreamError>> {
+            self.inner.check_health()
+        }
+        fn reset(&self) -> courier_stream::BoxFuture<'_, Result<(), StreamError>> {
+            self.inner.reset()
+        }
+    }
+
+    /// Every position in the local stream, per shard in stream order, as
+    /// (courier, lat), with the positions of each record.
+    fn stream_contents(dir: &std::path::Path) -> Vec<Vec<Vec<(String, f64)>>> {
+        let reader = courier_stream::local::LocalStreamReader::open(dir, "s").expect("reader");
+        reader
+            .map()
+            .shards()
+            .iter()
+            .map(|shard| {
+                let mut cursor = reader.cursor(&shard.shard_id, None).expect("cursor");
+                let mut records = Vec::new();
+                loop {
+                    let batch = cursor.next_batch(1000).expect("read");
+                    if batch.is_empty() {
+                        break;
+                    }
+                    for r in batch {
+                        let positions = courier_model::avro::decode_record(&r.data)
+                            .expect("decode")
+                            .into_iter()
+                            .map(|p| {
+                                let p = p.expect("datum");
+                                (p.courier_id, p.lat)
+                            })
+                            .collect();
+                        records.push(positions);
+                    }
+                }
+                records
+            })
+            .collect()
+    }
+
+    async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            actix_rt::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Group commit: while a shard's write is in flight nothing is
+    /// acknowledged, and what arrives meanwhile waits and then goes out as
+    /// one record in one put, as soon as the first write returns.
+    #[actix_rt::test]
+    async fn a_shard_write_in_flight_holds_the_next_batch_and_no_ack_comes_before_the_write() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let local = LocalStream::open(
+            dir.path(),
+            "s",
+            LocalOptions {
+                shards: 1,
+                ..LocalOptions::default()
+            },
+        )
+        .expect("open");
+        let sink = GatedSink::new(local, false);
+        let metrics = Metrics::new();
+        let pipeline = Pipeline::start(sink.clone(), small_options(1000), metrics.clone());
+        pipeline.refresh(true).await.expect("local stream");
+
+        let first_pipeline = Arc::clone(&pipeline);
+        let mut first =
+            actix_rt::spawn(async move { first_pipeline.write(&[position_at("c1", 1.0)]).await });
+        wait_until("the first put", || sink.calls.load(Ordering::SeqCst) == 1).await;
+        assert_eq!(metrics.batcher_inflight_records.get(), 1);
+
+        let mut later = Vec::new();
+        for i in 0..10 {
+            let p = Arc::clone(&pipeline);
+            later.push(actix_rt::spawn(async move {
+                p.write(&[position_at(&format!("c{}", i % 3), 2.0 + f64::from(i))])
+                    .await
+            }));
+        }
+        wait_until("the later positions to be held", || {
+            pipeline.budget().positions_in_use() == 11
+        })
+        .await;
+        // Still one put: the shard's next batch waits for the write in flight.
+        assert_eq!(sink.calls.load(Ordering::SeqCst), 1);
+        // Nothing acknowledged before its write: no request has an answer.
+        assert!(futures::FutureExt::now_or_never(&mut first).is_none());
+        for request in &mut later {
+            assert!(futures::FutureExt::now_or_never(request).is_none());
+        }
+        assert!(
+            stream_contents(dir.path())[0].is_empty(),
+            "nothing written yet"
+        );
+
+        sink.open(1);
+        first.await.expect("join").expect("first written");
+        wait_until("the second put", || sink.calls.load(Ordering::SeqCst) == 2).await;
+        for request in &mut later {
+            assert!(futures::FutureExt::now_or_never(request).is_none());
+        }
+        sink.open(1);
+        for request in later {
+            request.await.expect("join").expect("written");
+        }
+        let shards = stream_contents(dir.path());
+        assert_eq!(shards[0].len(), 2, "two records: {shards:?}");
+        assert_eq!(shards[0][0].len(), 1);
+        assert_eq!(
+            shards[0][1].len(),
+            10,
+            "the held positions went as one record"
+        );
+        assert_eq!(*sink.sizes.lock(), vec![1, 1]);
+        // The budget and the in-flight count are released just after the
+        // acknowledgements.
+        wait_until("the budget released and no record in flight", || {
+            pipeline.budget().positions_in_use() == 0 && metrics.batcher_inflight_records.get() == 0
+        })
+        .await;
+        pipeline.stop();
+    }
+
+    /// Each courier's positions reach its shard in the order they were
+    /// submitted, through group commits and through partial failures whose
+    /// failed entries are retried (a shard's next batch waits for the retry).
+    #[actix_rt::test]
+    async fn positions_of_a_courier_stay_in_order_within_a_shard_through_partial_failures() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let local = LocalStream::open(
+            dir.path(),
+            "s",
+            LocalOptions {
+                shards: 2,
+                ..LocalOptions::default()
+            },
+        )
+        .expect("open");
+        let sink = GatedSink::new(local, true);
+        sink.fail_entries.store(5, Ordering::SeqCst);
+        let metrics = Metrics::new();
+        let mut options = small_options(7);
+        options.writer_concurrency = 4;
+        options.writers = 2;
+        options.max_inflight_positions = 10_000;
+        let pipeline = Pipeline::start(sink.clone(), options, metrics.clone());
+        pipeline.refresh(true).await.expect("local stream");
+
+        // Submitted in order (the runtime is single-threaded: spawned tasks
+        // start in the order they were spawned), answered in any order.
+        let couriers = ["a", "b", "c", "d", "e"];
+        let mut requests = Vec::new();
+        for step in 0..60 {
+            for courier in couriers {
+                let p = Arc::clone(&pipeline);
+                let position = position_at(courier, f64::from(step));
+                requests.push(actix_rt::spawn(async move { p.write(&[position]).await }));
+            }
+        }
+        for request in requests {
+            request.await.expect("join").expect("written");
+        }
+        assert_eq!(
+            metrics.records_throttled.get(),
+            5,
+            "the partial failures happened"
+        );
+        let mut seen: HashMap<String, Vec<f64>> = HashMap::new();
+        for shard in stream_contents(dir.path()) {
+            for (courier, lat) in shard.into_iter().flatten() {
+                seen.entry(courier).or_default().push(lat);
+            }
+        }
+        for courier in couriers {
+            let lats = &seen[courier];
+            let expected: Vec<f64> = (0..60).map(f64::from).collect();
+            assert_eq!(lats, &expected, "courier {courier} in submission order");
+        }
+        pipeline.stop();
+    }
+
+    /// Shutdown drains: positions held behind a write in flight are flushed
+    /// and written once it returns, and `drain` reports an empty pipeline.
+    #[actix_rt::test]
+    async fn shutdown_drains_what_waits_behind_a_write_in_flight() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let local = LocalStream::open(
+            dir.path(),
+            "s",
+            LocalOptions {
+                shards: 1,
+                ..LocalOptions::default()
+            },
+        )
+        .expect("open");
+        let sink = GatedSink::new(local, false);
+        let pipeline = Pipeline::start(sink.clone(), small_options(1000), Metrics::new());
+        pipeline.refresh(true).await.expect("local stream");
+        let mut requests = Vec::new();
+        for i in 0..5 {
+            let p = Arc::clone(&pipeline);
+            requests.push(actix_rt::spawn(async move {
+                p.write(&[position_at("c", f64::from(i))]).await
+            }));
+        }
+        wait_until("all five held", || {
+            pipeline.budget().positions_in_use() == 5
+        })
+        .await;
+        pipeline.begin_shutdown();
+        assert!(matches!(
+            pipeline.write(&[position("late")]).await,
+            Err(SubmitError::ShuttingDown)
+        ));
+        let drained = {
+            let p = Arc::clone(&pipeline);
+            actix_rt::spawn(async move { p.drain(Instant::now() + Duration::from_secs(10)).await })
+        };
+        sink.open(tokio::sync::Semaphore::MAX_PERMITS / 2);
+        assert!(
+            drained.await.expect("join"),
+            "drained within the grace period"
+        );
+        for request in requests {
+            request.await.expect("join").expect("written before exit");
+        }
+        let lats: Vec<f64> = stream_contents(dir.path())[0]
+            .iter()
+            .flatten()
+            .map(|(_, lat)| *lat)
+            .collect();
+        assert_eq!(lats, vec![0.0, 1.0, 2.0, 3.0, 4.0]);
+        pipeline.stop();
+    }

@@ -31,6 +31,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::ack::{Ack, WriteError};
+use super::batcher::DoneSignal;
 use super::budget::Permit;
 use crate::metrics::Metrics;
 
@@ -48,6 +49,9 @@ pub struct WriteRecord {
     pub deadline: Instant,
     /// The shard the routing table chose for it (`None`: not checked).
     pub shard_id: Option<Arc<str>>,
+    /// Tells the batcher when the record is done with (written, given up,
+    /// or dropped), so the shard's next flush may go (group commit).
+    pub done: Option<DoneSignal>,
 }
 
 impl Message for WriteRecord {
@@ -485,6 +489,7 @@ mod tests {
             permits: budget.try_acquire(1, 10).into_iter().collect(),
             deadline: Instant::now() + Duration::from_secs(10),
             shard_id: None,
+            done: None,
         };
         (write, rx)
     }
