@@ -43,7 +43,9 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
+# The shared position store's tests need Redis at 127.0.0.1:6379 (started when down).
 test-rust: tools
+	scripts/ensure-redis.sh
 	MOTO_SERVER=$(CURDIR)/$(TEST_VENV)/bin/moto_server $(CARGO) test --locked --workspace --all-features --lib --bins --tests
 	$(CARGO) test --locked --workspace --all-features --doc
 

@@ -21,6 +21,8 @@ use crate::metrics::Metrics;
 use crate::pipeline::batcher::BatchLimits;
 use crate::pipeline::writer::RetryPolicy;
 use crate::pipeline::{Pipeline, PipelineOptions};
+use crate::store::PositionStore;
+use crate::store::redis::{RedisOptions, RedisStore};
 
 /// Opens the configured stream sink.
 pub async fn open_sink(settings: &Settings) -> anyhow::Result<Arc<dyn StreamSink>> {
@@ -50,6 +52,29 @@ pub async fn open_sink(settings: &Settings) -> anyhow::Result<Arc<dyn StreamSink
             Arc::new(KinesisStream::new(client, settings.stream_name.clone()))
         }
     })
+}
+
+/// The configured position store: Redis when `redis_url` is set, else this
+/// process's trackers. Must run on the runtime that will drive the store.
+pub fn open_store(
+    settings: &Settings,
+    pipeline: &Arc<Pipeline>,
+    metrics: &Metrics,
+) -> anyhow::Result<PositionStore> {
+    let Some(url) = &settings.redis_url else {
+        return Ok(PositionStore::Embedded(Arc::clone(pipeline)));
+    };
+    let options = RedisOptions {
+        url: url.clone(),
+        password: settings.redis_password.clone(),
+        key_prefix: settings.redis_key_prefix.clone(),
+        timeout: Duration::from_millis(settings.redis_timeout_ms),
+        ttl: Duration::from_secs(settings.tracker_ttl_secs.max(1)),
+        max_queued: settings.store_queue_positions,
+    };
+    let store = RedisStore::start(options, Arc::clone(pipeline), metrics.clone())?;
+    tracing::info!(prefix = %settings.redis_key_prefix, "position store: shared (redis)");
+    Ok(PositionStore::Redis(store))
 }
 
 /// Asks a running [`Application`] to shut down gracefully, like SIGTERM.
@@ -101,6 +126,7 @@ impl Application {
                     max_bytes: settings.record_max_bytes,
                     max_positions: settings.record_max_positions,
                     linger: settings.linger(),
+                    pacing: settings.shard_pacing(),
                 },
                 codec: settings.codec,
                 writers: settings.writers,
@@ -125,9 +151,10 @@ impl Application {
         }
         pipeline.spawn_refresher(Duration::from_secs(settings.refresh_secs.max(1)));
 
+        let store = Arc::new(open_store(&settings, &pipeline, &metrics)?);
         let state = web::Data::new(AppState {
-                    pacing: settings.shard_pacing(),
             keys,
+            store,
             pipeline: Arc::clone(&pipeline),
             metrics,
             rules: TimeRules {

@@ -118,6 +118,18 @@ pub struct Settings {
     /// Live stream (`GET /v1/positions/stream`): events kept for a slow
     /// viewer before it skips ahead.
     pub stream_buffer: usize,
+    /// The shared position store: a Redis / Valkey URL (`redis://` or
+    /// `rediss://` for TLS). None: the embedded store of this process.
+    pub redis_url: Option<String>,
+    /// AUTH password of the store (the ElastiCache auth token).
+    pub redis_password: Option<String>,
+    /// Prefix of every key and channel the service uses in the store.
+    pub redis_key_prefix: String,
+    /// Timeout of one store call and of a connection attempt, ms.
+    pub redis_timeout_ms: u64,
+    /// Positions queued for the shared store at most; beyond, updates are
+    /// dropped (counted).
+    pub store_queue_positions: usize,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -160,6 +172,11 @@ impl Default for Settings {
             tracker_ttl_secs: 24 * 3600,
             tracker_max_couriers: 500_000,
             stream_buffer: 4096,
+            redis_url: None,
+            redis_password: None,
+            redis_key_prefix: "courier:".into(),
+            redis_timeout_ms: 500,
+            store_queue_positions: 100_000,
             log_format: LogFormat::Text,
         }
     }
@@ -185,7 +202,7 @@ impl Settings {
     /// Checks ranges and the Kinesis hard limits.
     pub fn validate(&self) -> Result<(), SettingsError> {
         let max_record = courier_stream::limits::MAX_RECORD_BYTES - 4096;
-        let checks: [(&'static str, bool, String); 11] = [
+        let checks: [(&'static str, bool, String); 13] = [
             (
                 "max_batch_positions",
                 self.max_batch_positions >= 1,
@@ -239,6 +256,16 @@ impl Settings {
                 (1..=1 << 20).contains(&self.stream_buffer),
                 "must be between 1 and 1048576".into(),
             ),
+            (
+                "redis_timeout_ms",
+                (10..=60_000).contains(&self.redis_timeout_ms),
+                "must be between 10 and 60000".into(),
+            ),
+            (
+                "store_queue_positions",
+                self.store_queue_positions >= self.max_batch_positions,
+                "must be at least max_batch_positions".into(),
+            ),
         ];
         for (name, ok, rule) in checks {
             if !ok {
@@ -257,6 +284,18 @@ impl Settings {
     /// The linger time.
     pub fn linger(&self) -> Duration {
         Duration::from_millis(self.linger_ms)
+    }
+
+    /// The per-shard pacing of the batchers: the Kinesis limits set, on the
+    /// Kinesis sink only (the local stream has no shard limits).
+    pub fn shard_pacing(&self) -> Option<crate::pipeline::batcher::ShardRate> {
+        (self.sink == SinkKind::Kinesis
+            && self.kinesis_shard_bytes_per_sec > 0
+            && self.kinesis_shard_records_per_sec > 0)
+            .then_some(crate::pipeline::batcher::ShardRate {
+                bytes_per_sec: self.kinesis_shard_bytes_per_sec,
+                records_per_sec: self.kinesis_shard_records_per_sec,
+            })
     }
 
     /// The write deadline of a request.
@@ -286,18 +325,6 @@ impl Settings {
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
-    /// The per-shard pacing of the batchers: the Kinesis limits set, on the
-    /// Kinesis sink only (the local stream has no shard limits).
-    pub fn shard_pacing(&self) -> Option<crate::pipeline::batcher::ShardRate> {
-        (self.sink == SinkKind::Kinesis
-            && self.kinesis_shard_bytes_per_sec > 0
-            && self.kinesis_shard_records_per_sec > 0)
-            .then_some(crate::pipeline::batcher::ShardRate {
-                bytes_per_sec: self.kinesis_shard_bytes_per_sec,
-                records_per_sec: self.kinesis_shard_records_per_sec,
-            })
-    }
-
     pub command: Command,
 }
 
@@ -420,6 +447,14 @@ pub struct ServeArgs {
     #[arg(long, env = "INGEST_LINGER_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub linger_ms: Option<u64>,
+    /// Kinesis: bytes per second a shard's batcher stays within; 0: no pacing [default: 1048576].
+    #[arg(long, env = "INGEST_KINESIS_SHARD_BYTES_PER_SEC")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kinesis_shard_bytes_per_sec: Option<u64>,
+    /// Kinesis: records per second a shard's batcher stays within; 0: no pacing [default: 1000].
+    #[arg(long, env = "INGEST_KINESIS_SHARD_RECORDS_PER_SEC")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kinesis_shard_records_per_sec: Option<u64>,
     /// Record compression: null, snappy or zstandard [default: zstandard].
     #[arg(long, env = "INGEST_CODEC", value_parser = parse_codec)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -447,14 +482,6 @@ pub struct ServeArgs {
     /// First retry delay in ms [default: 50].
     #[arg(long, env = "INGEST_RETRY_BASE_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
-    /// Kinesis: bytes per second a shard's batcher stays within; 0: no pacing [default: 1048576].
-    #[arg(long, env = "INGEST_KINESIS_SHARD_BYTES_PER_SEC")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kinesis_shard_bytes_per_sec: Option<u64>,
-    /// Kinesis: records per second a shard's batcher stays within; 0: no pacing [default: 1000].
-    #[arg(long, env = "INGEST_KINESIS_SHARD_RECORDS_PER_SEC")]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kinesis_shard_records_per_sec: Option<u64>,
     pub retry_base_ms: Option<u64>,
     /// Largest retry delay in ms [default: 2000].
     #[arg(long, env = "INGEST_RETRY_MAX_MS")]
@@ -489,6 +516,28 @@ pub struct ServeArgs {
     #[arg(long, env = "INGEST_STREAM_BUFFER")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_buffer: Option<usize>,
+    /// Shared position store: redis:// or rediss:// URL; unset, each task
+    /// keeps its own [default: none].
+    #[arg(long, env = "INGEST_REDIS_URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    /// AUTH password of the shared store (ElastiCache auth token).
+    #[arg(long, env = "INGEST_REDIS_PASSWORD", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_password: Option<String>,
+    /// Prefix of the keys and channel in the shared store [default: courier:].
+    #[arg(long, env = "INGEST_REDIS_KEY_PREFIX")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_key_prefix: Option<String>,
+    /// Timeout of one shared store call in ms [default: 500].
+    #[arg(long, env = "INGEST_REDIS_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_timeout_ms: Option<u64>,
+    /// Positions queued for the shared store at most; beyond, updates are
+    /// dropped and counted [default: 100000].
+    #[arg(long, env = "INGEST_STORE_QUEUE_POSITIONS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_queue_positions: Option<usize>,
     /// Log format: text or json [default: text]. Levels: RUST_LOG (default info).
     #[arg(long, env = "INGEST_LOG_FORMAT", value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]

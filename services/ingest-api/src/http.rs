@@ -20,6 +20,10 @@ use crate::metrics::Metrics;
 use crate::payload::{BodyError, FIELDS, Rejection, parse_body};
 use crate::pipeline::ack::WriteError;
 use crate::pipeline::{Pipeline, SubmitError};
+use crate::store::{
+    DEFAULT_NEAR_LIMIT, MAX_GEO_LAT, MAX_NEAR_LIMIT, MAX_RADIUS_M, NearQuery, PositionStore,
+    StoreError, StoredPosition,
+};
 
 /// The OpenAPI 3.1 document of this API.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
@@ -28,8 +32,10 @@ pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 pub struct AppState {
     /// API keys.
     pub keys: ApiKeys,
-    /// The write pipeline and tracker.
+    /// The write pipeline.
     pub pipeline: Arc<Pipeline>,
+    /// Latest positions, nearby couriers and the live feed.
+    pub store: Arc<PositionStore>,
     /// Metrics.
     pub metrics: Metrics,
     /// The `recorded_at` window.
@@ -100,6 +106,9 @@ pub enum ApiError {
     /// Method not allowed on a route.
     #[error("method not allowed; allowed: {0}")]
     MethodNotAllowed(&'static str),
+    /// The position store did not answer a read.
+    #[error("the position store is unavailable; retry after {}s", retry_after_secs(.0))]
+    StoreUnavailable(Duration),
     /// The service cannot take the write now.
     #[error("{reason}; retry after {}s with the same event_id values", retry_after_secs(.retry_after))]
     Unavailable {
@@ -132,6 +141,13 @@ impl From<SubmitError> for ApiError {
     }
 }
 
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::debug!(error = %e, "position store read failed; answering 503");
+        ApiError::StoreUnavailable(Duration::from_secs(1))
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -143,7 +159,7 @@ impl ResponseError for ApiError {
             Self::NoneValid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::CourierNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -153,7 +169,7 @@ impl ResponseError for ApiError {
             Self::Unauthorized => {
                 res.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"ingest-api\""));
             }
-            Self::RateLimited(wait) => {
+            Self::RateLimited(wait) | Self::StoreUnavailable(wait) => {
                 res.insert_header((header::RETRY_AFTER, retry_after_secs(wait).to_string()));
             }
             Self::Unavailable { retry_after, .. } => {
@@ -183,6 +199,7 @@ impl ResponseError for ApiError {
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Unavailable { .. } => "unavailable",
+            Self::StoreUnavailable(_) => "store_unavailable",
         };
         let (line, column) = match self {
             Self::Body(BodyError::Malformed { line, column, .. }) => (Some(*line), Some(*column)),
@@ -318,7 +335,7 @@ pub async fn post_positions(
     }
     let n = accepted.len();
     state.metrics.positions_accepted.inc_by(n as u64);
-    state.pipeline.observe(accepted);
+    state.store.observe(accepted);
     Ok(HttpResponse::Accepted().json(PostResponse {
         accepted: n,
         rejected,
@@ -344,19 +361,19 @@ struct PositionView<'a> {
     order_id: Option<&'a str>,
 }
 
-impl<'a> From<&'a Position> for PositionView<'a> {
-    fn from(p: &'a Position) -> Self {
+impl<'a> From<&'a StoredPosition> for PositionView<'a> {
+    fn from(p: &'a StoredPosition) -> Self {
         Self {
             courier_id: p.courier_id.as_str(),
-            event_id: p.event_id.to_string(),
-            lat: p.lat.get(),
-            lon: p.lon.get(),
+            event_id: p.event_id.clone(),
+            lat: p.lat,
+            lon: p.lon,
             recorded_at: p.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
             received_at: p.received_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-            accuracy_m: p.accuracy_m.map(|v| v.get()),
-            speed_mps: p.speed_mps.map(|v| v.get()),
-            heading_deg: p.heading_deg.map(|v| v.get()),
-            order_id: p.order_id.as_ref().map(|o| o.as_str()),
+            accuracy_m: p.accuracy_m,
+            speed_mps: p.speed_mps,
+            heading_deg: p.heading_deg,
+            order_id: p.order_id.as_deref(),
         }
     }
 }
@@ -372,10 +389,94 @@ pub async fn get_latest(
         field: "courier_id",
         message: e.message,
     })?;
-    match state.pipeline.latest(courier_id.as_str()).await {
+    match state.store.latest(courier_id.as_str()).await? {
         Some(position) => Ok(HttpResponse::Ok().json(PositionView::from(&position))),
         None => Err(ApiError::CourierNotFound(courier_id.to_string())),
     }
+}
+
+/// Parses the query of `GET /v1/couriers/near`: every parameter once, each
+/// within its bounds; an error names the parameter and its rule.
+pub fn parse_near_query(query: &str) -> Result<NearQuery, ApiError> {
+    let invalid =
+        |field: &'static str, message: String| ApiError::InvalidParameter { field, message };
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(query)
+        .map_err(|e| invalid("query", format!("cannot be read: {e}")))?
+        .into_inner();
+    let mut values: [Option<&str>; 4] = [None; 4];
+    const NAMES: [&str; 4] = ["lat", "lon", "radius_m", "limit"];
+    for (name, value) in &pairs {
+        let Some(i) = NAMES.iter().position(|n| n == name) else {
+            return Err(invalid(
+                "query",
+                format!("unknown parameter {name}; expected lat, lon, radius_m, limit"),
+            ));
+        };
+        if values[i].replace(value.as_str()).is_some() {
+            return Err(invalid(NAMES[i], "must be given once".into()));
+        }
+    }
+    let number = |i: usize| -> Result<f64, ApiError> {
+        let raw = values[i].ok_or_else(|| invalid(NAMES[i], "is required".into()))?;
+        raw.parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| invalid(NAMES[i], format!("must be a number (got {raw:?})")))
+    };
+    let lat = number(0)?;
+    if !(-MAX_GEO_LAT..=MAX_GEO_LAT).contains(&lat) {
+        return Err(invalid(
+            "lat",
+            format!("must be between -{MAX_GEO_LAT} and {MAX_GEO_LAT} (the geo index's range)"),
+        ));
+    }
+    let lon = number(1)?;
+    if !(-180.0..=180.0).contains(&lon) {
+        return Err(invalid("lon", "must be between -180 and 180".into()));
+    }
+    let radius_m = number(2)?;
+    if !(radius_m > 0.0 && radius_m <= MAX_RADIUS_M) {
+        return Err(invalid(
+            "radius_m",
+            format!("must be greater than 0 and at most {MAX_RADIUS_M}"),
+        ));
+    }
+    let limit = match values[3] {
+        None => DEFAULT_NEAR_LIMIT,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_NEAR_LIMIT).contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    "limit",
+                    format!("must be a whole number between 1 and {MAX_NEAR_LIMIT} (got {raw:?})"),
+                )
+            })?,
+    };
+    Ok(NearQuery {
+        lat,
+        lon,
+        radius_m,
+        limit,
+    })
+}
+
+/// `GET /v1/couriers/near?lat=&lon=&radius_m=&limit=`: the couriers within
+/// the radius, nearest first, with the age of their position.
+pub async fn get_near(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    authenticate(&req, &state)?;
+    let query = parse_near_query(req.query_string())?;
+    let couriers = state.store.near(query).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "lat": query.lat,
+        "lon": query.lon,
+        "radius_m": query.radius_m,
+        "couriers": couriers,
+    })))
 }
 
 /// `GET /v1/positions/stream`: accepted positions as server-sent events
@@ -387,6 +488,9 @@ pub async fn stream_positions(
     authenticate(&req, &state)?;
     if state.pipeline.is_shutting_down() {
         return Err(SubmitError::ShuttingDown.into());
+    }
+    if !state.store.live_available() {
+        return Err(ApiError::StoreUnavailable(Duration::from_secs(1)));
     }
     Ok(HttpResponse::Ok()
         .content_type("text/event-stream")
@@ -491,9 +595,10 @@ fn method_not_allowed(
 
 /// Every route with the methods it serves (the `Allow` header of its `405`).
 /// The OpenAPI document has exactly these paths and methods (tested).
-pub const ROUTES: [(&str, &str); 8] = [
+pub const ROUTES: [(&str, &str); 9] = [
     ("/v1/positions", "POST"),
     ("/v1/positions/stream", "GET"),
+    ("/v1/couriers/near", "GET"),
     ("/v1/couriers/{courier_id}/position", "GET, HEAD"),
     ("/healthz", "GET, HEAD"),
     ("/readyz", "GET, HEAD"),
@@ -521,6 +626,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/v1/positions/stream")
             .route(web::get().to(stream_positions))
             .default_service(web::to(method_not_allowed(allowed("/v1/positions/stream")))),
+    )
+    .service(
+        web::resource("/v1/couriers/near")
+            .route(web::get().to(get_near))
+            .default_service(web::to(method_not_allowed(allowed("/v1/couriers/near")))),
     )
     .service(
         web::resource("/v1/couriers/{courier_id}/position")
@@ -619,6 +729,7 @@ mod openapi_contract {
     const STREAM: Op = ("/v1/positions/stream", "get");
     const LATEST: Op = ("/v1/couriers/{courier_id}/position", "get");
     const LATEST_HEAD: Op = ("/v1/couriers/{courier_id}/position", "head");
+    const NEAR: Op = ("/v1/couriers/near", "get");
 
     fn doc() -> Value {
         serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON")
@@ -638,15 +749,15 @@ mod openapi_contract {
     fn operations_of(error: &ApiError) -> Vec<Op> {
         match error {
             ApiError::Unauthorized | ApiError::RateLimited(_) => {
-                vec![POST, STREAM, LATEST, LATEST_HEAD]
+                vec![POST, STREAM, LATEST, LATEST_HEAD, NEAR]
             }
             ApiError::UnsupportedMediaType(_)
             | ApiError::PayloadTooLarge(_)
             | ApiError::Body(_)
             | ApiError::NoneValid(_) => vec![POST],
-            ApiError::InvalidParameter { .. } | ApiError::CourierNotFound(_) => {
-                vec![LATEST, LATEST_HEAD]
-            }
+            ApiError::InvalidParameter { .. } => vec![LATEST, LATEST_HEAD, NEAR],
+            ApiError::CourierNotFound(_) => vec![LATEST, LATEST_HEAD],
+            ApiError::StoreUnavailable(_) => vec![STREAM, LATEST, LATEST_HEAD, NEAR],
             // The default service, for paths that are no route at all.
             ApiError::NotFound(_) => vec![],
             // Checked per path below: the first method of each path
@@ -679,6 +790,7 @@ mod openapi_contract {
             ApiError::CourierNotFound("c".into()),
             ApiError::NotFound("GET /x".into()),
             ApiError::MethodNotAllowed("GET"),
+            ApiError::StoreUnavailable(Duration::from_secs(1)),
         ];
         errors.extend(
             [
@@ -739,8 +851,9 @@ mod openapi_contract {
             }
         }
         // Success and readiness answers of the handlers.
-        let successes: [(Op, u16); 13] = [
+        let successes: [(Op, u16); 14] = [
             (POST, StatusCode::ACCEPTED.as_u16()),
+            (NEAR, 200),
             (STREAM, 200),
             (LATEST, 200),
             (LATEST_HEAD, 200),
@@ -873,6 +986,61 @@ mod openapi_contract {
         let batch = &doc["components"]["schemas"]["PositionBatch"]["properties"]["positions"];
         assert_eq!(batch["minItems"], 1);
         assert_eq!(batch["maxItems"], Settings::default().max_batch_positions);
+    }
+
+    #[test]
+    fn nearby_parameters_are_the_bounds_of_the_code() {
+        let doc = doc();
+        let params = doc["paths"]["/v1/couriers/near"]["get"]["parameters"]
+            .as_array()
+            .expect("parameters");
+        let schema = |name: &str| {
+            params
+                .iter()
+                .find(|p| p["name"] == name && p["in"] == "query")
+                .unwrap_or_else(|| panic!("parameter {name}"))["schema"]
+                .clone()
+        };
+        assert_eq!(schema("lat")["maximum"].as_f64(), Some(MAX_GEO_LAT));
+        assert_eq!(schema("lat")["minimum"].as_f64(), Some(-MAX_GEO_LAT));
+        assert_eq!(schema("radius_m")["maximum"].as_f64(), Some(MAX_RADIUS_M));
+        assert_eq!(schema("radius_m")["exclusiveMinimum"].as_f64(), Some(0.0));
+        assert_eq!(schema("limit")["maximum"], MAX_NEAR_LIMIT);
+        assert_eq!(schema("limit")["default"], DEFAULT_NEAR_LIMIT);
+        let ok = |q: &str| parse_near_query(q).is_ok();
+        let field = |q: &str| match parse_near_query(q) {
+            Err(ApiError::InvalidParameter { field, .. }) => field,
+            other => panic!("{q}: {other:?}"),
+        };
+        assert!(ok(&format!(
+            "lat={MAX_GEO_LAT}&lon=180&radius_m={MAX_RADIUS_M}&limit={MAX_NEAR_LIMIT}"
+        )));
+        assert!(ok("lat=-1&lon=-180&radius_m=0.001"));
+        assert_eq!(
+            parse_near_query("lat=1&lon=2&radius_m=3")
+                .map(|q| q.limit)
+                .ok(),
+            Some(DEFAULT_NEAR_LIMIT)
+        );
+        assert_eq!(field("lat=86&lon=0&radius_m=1"), "lat");
+        assert_eq!(field("lon=0&radius_m=1"), "lat");
+        assert_eq!(field("lat=0&lon=180.5&radius_m=1"), "lon");
+        assert_eq!(field("lat=0&lon=0&radius_m=0"), "radius_m");
+        assert_eq!(
+            field(&format!("lat=0&lon=0&radius_m={}", MAX_RADIUS_M + 1.0)),
+            "radius_m"
+        );
+        assert_eq!(field("lat=0&lon=0&radius_m=NaN"), "radius_m");
+        assert_eq!(field("lat=0&lon=0&radius_m=1&limit=0"), "limit");
+        assert_eq!(
+            field(&format!(
+                "lat=0&lon=0&radius_m=1&limit={}",
+                MAX_NEAR_LIMIT + 1
+            )),
+            "limit"
+        );
+        assert_eq!(field("lat=0&lat=1&lon=0&radius_m=1"), "lat");
+        assert_eq!(field("lat=0&lon=0&radius_m=1&radius=2"), "query");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod live;
 pub mod metrics;
 pub mod payload;
 pub mod pipeline;
+pub mod store;
 pub mod telemetry;
 
 pub use app::Application;

@@ -45,7 +45,7 @@ struct LiveEvent<'a> {
 }
 
 /// The SSE frame `data: {...}\n\n` of one position.
-fn frame(p: &Position) -> Bytes {
+pub(crate) fn frame(p: &Position) -> Bytes {
     let event = LiveEvent {
         courier_id: p.courier_id.as_str(),
         lat: p.lat.get(),
@@ -97,6 +97,27 @@ impl LiveFeed {
         for p in positions {
             // Err only means every viewer left meanwhile.
             if self.tx.send(frame(p)).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Sends ready SSE frames (`data: ...\n\n` one after the other, as the
+    /// shared store publishes them) to every viewer, one event per frame;
+    /// never blocks, and does nothing when nobody is watching.
+    pub fn publish_frames(&self, frames: &[u8]) {
+        if self.viewers.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut rest = frames;
+        while !rest.is_empty() {
+            let end = rest
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .map_or(rest.len(), |i| i + 2);
+            let (one, tail) = rest.split_at(end);
+            rest = tail;
+            if one.starts_with(b"data: ") && self.tx.send(Bytes::copy_from_slice(one)).is_err() {
                 return;
             }
         }
@@ -288,6 +309,21 @@ mod tests {
         .expect("json");
         assert_eq!(json["courier_id"], "c-0");
         assert_eq!(json["speed_mps"], 3.5);
+    }
+
+    #[tokio::test]
+    async fn frames_from_the_shared_feed_reach_viewers_one_event_each() {
+        let feed = LiveFeed::new(16, Metrics::new());
+        let sent = positions(3);
+        let joined: Vec<u8> = sent.iter().flat_map(|p| frame(p).to_vec()).collect();
+        feed.publish_frames(&joined);
+        assert_eq!(feed.tx.len(), 0, "nothing sent without viewers");
+        let mut stream = feed.subscribe();
+        assert_eq!(next_frame(&mut stream).await, ": connected\n\n");
+        feed.publish_frames(&joined);
+        for p in &sent {
+            assert_eq!(next_frame(&mut stream).await.as_bytes(), &frame(p)[..]);
+        }
     }
 
     #[tokio::test]

@@ -74,6 +74,18 @@ pub struct Metrics {
     pub stream_viewers: IntGauge,
     /// Live events skipped for viewers that lagged behind.
     pub stream_events_dropped: IntCounter,
+    /// 1 when the last call to the shared position store succeeded.
+    pub store_up: IntGauge,
+    /// Couriers whose latest position the shared store replaced.
+    pub store_updates: IntCounter,
+    /// Positions the shared store kept out because it held a newer one.
+    pub store_updates_stale: IntCounter,
+    /// Position updates the shared store never got, by reason.
+    pub store_updates_dropped: IntCounterVec,
+    /// Failed calls to the shared store, by operation.
+    pub store_errors: IntCounterVec,
+    /// Positions queued for the shared store.
+    pub store_queued_positions: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -268,6 +280,17 @@ impl Metrics {
                 "ingest_shard_map_stale_reloads_total",
                 "Shard-map reloads asked for at once because records landed on another shard than routed.",
             ),
+            batcher_inflight_records: gauge(
+                &r,
+                "ingest_batcher_inflight_records",
+                "Stream records handed to the writers and not yet written or given up (group commit: one flush per shard in flight).",
+            ),
+            pacing_delay: histogram(
+                &r,
+                "ingest_batcher_pacing_delay_seconds",
+                "Time a batcher held a flush to keep its shard under kinesis_shard_bytes_per_sec / kinesis_shard_records_per_sec.",
+                LATENCY_BUCKETS.to_vec(),
+            ),
             misrouted_records: counter(
                 &r,
                 "ingest_stream_misrouted_records_total",
@@ -280,19 +303,40 @@ impl Metrics {
             ),
             stream_events_dropped: counter(
                 &r,
-            batcher_inflight_records: gauge(
-                &r,
-                "ingest_batcher_inflight_records",
-                "Stream records handed to the writers and not yet written or given up (group commit: one flush per shard in flight).",
-            ),
-            pacing_delay: histogram(
-                &r,
-                "ingest_batcher_pacing_delay_seconds",
-                "Time a batcher held a flush to keep its shard under kinesis_shard_bytes_per_sec / kinesis_shard_records_per_sec.",
-                LATENCY_BUCKETS.to_vec(),
-            ),
                 "ingest_stream_events_dropped_total",
                 "Live stream events skipped for viewers that fell more than stream_buffer events behind.",
+            ),
+            store_up: gauge(
+                &r,
+                "ingest_store_up",
+                "1 when the last call to the shared position store (Redis) succeeded, else 0.",
+            ),
+            store_updates: counter(
+                &r,
+                "ingest_store_updates_total",
+                "Latest positions replaced in the shared position store.",
+            ),
+            store_updates_stale: counter(
+                &r,
+                "ingest_store_updates_stale_total",
+                "Positions the shared store did not take because it held one with a later recorded_at.",
+            ),
+            store_updates_dropped: counter_vec(
+                &r,
+                "ingest_store_updates_dropped_total",
+                "Positions (durable in the stream) that never reached the shared store, by reason: queue_full, store_error.",
+                &["reason"],
+            ),
+            store_errors: counter_vec(
+                &r,
+                "ingest_store_errors_total",
+                "Failed calls to the shared position store, by operation.",
+                &["op"],
+            ),
+            store_queued_positions: gauge(
+                &r,
+                "ingest_store_queued_positions",
+                "Positions waiting for the shared position store.",
             ),
             registry: r,
         }

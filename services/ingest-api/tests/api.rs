@@ -482,7 +482,7 @@ async fn the_openapi_document_is_served_and_matches_the_routes() {
             res.status()
         );
     }
-    assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(8));
+    assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(9));
 }
 
 #[actix_rt::test]

@@ -34,6 +34,14 @@ impl Message for Latest {
     type Result = Option<Position>;
 }
 
+/// The couriers of this shard within a radius (embedded nearby query):
+/// at most `limit`, nearest first, with their distance in metres.
+pub struct Near(pub crate::store::NearQuery);
+
+impl Message for Near {
+    type Result = Vec<(crate::store::StoredPosition, f64)>;
+}
+
 struct Entry {
     position: Position,
     /// Sequence of the courier's last observation (its entry in `recency`).
@@ -156,6 +164,39 @@ impl Handler<Latest> for Tracker {
 
     fn handle(&mut self, msg: Latest, _: &mut Self::Context) -> Self::Result {
         self.latest.get(msg.0.as_str()).map(|e| e.position.clone())
+    }
+}
+
+impl super::Pipeline {
+    /// The tracker shards (the embedded position store's nearby query asks
+    /// each of them).
+    pub fn trackers(&self) -> &[Addr<Tracker>] {
+        &self.trackers
+    }
+}
+
+impl Handler<Near> for Tracker {
+    type Result = MessageResult<Near>;
+
+    fn handle(&mut self, msg: Near, _: &mut Self::Context) -> Self::Result {
+        let q = msg.0;
+        let mut found: Vec<(&Position, f64)> = self
+            .latest
+            .values()
+            .filter_map(|e| {
+                let p = &e.position;
+                let d = crate::store::distance_m(q.lat, q.lon, p.lat.get(), p.lon.get());
+                (d <= q.radius_m).then_some((p, d))
+            })
+            .collect();
+        found.sort_by(|a, b| a.1.total_cmp(&b.1));
+        found.truncate(q.limit);
+        MessageResult(
+            found
+                .into_iter()
+                .map(|(p, d)| (crate::store::StoredPosition::from(p), d))
+                .collect(),
+        )
     }
 }
 
