@@ -30,6 +30,13 @@ The model, and where each number comes from:
 - compactor: 600 K rows/s per vCPU (1.2 M rows/s on 2 cores over multi-run
   backlogs), peak RSS ~420 MiB at its defaults; one run an hour.
 - lake: 21.1 Parquet bytes per row.
+- position store (ElastiCache, the shared latest positions, geo index and
+  live feed of ingest-api): STORE_BYTES_PER_COURIER per courier (a hash with
+  the position as ~330 B of JSON, its key and TTL, plus a member in the geo
+  set and in the last-seen set), twice that as headroom plus
+  STORE_BASE_MIB; the smallest node of the environment's family with that
+  memory and the network for the live feed (every position published once
+  and relayed to each task, ~160 B each). Replicas as the environment says.
 - prices: eu-west-1 list prices as in docs/deploy.md (USD, 730 h/month).
 """
 
@@ -52,6 +59,9 @@ RECORD_OVERHEAD_BYTES = 300              # Avro container header, sync marker, p
 COMPACTOR_ROWS_PER_S_PER_VCPU = 600_000  # 1.2 M rows/s on 2 cores (lower end of the runs)
 COMPACTOR_PEAK_RSS_MIB = 420
 PARQUET_BYTES_PER_ROW = 21.1
+STORE_BYTES_PER_COURIER = 700            # estimate: hash + JSON + geo and last-seen members
+STORE_BASE_MIB = 100                     # engine, buffers, replication backlog
+LIVE_BYTES_PER_POSITION = 160            # one server-sent event frame
 
 # --- ingest-api defaults (services/ingest-api/src/config.rs) ------------------
 LINGER_S = 0.050
@@ -94,6 +104,13 @@ PRICE = {
     "cloudwatch_metric_month": 0.30,
     "cloudwatch_alarm_month": 0.10,
 }
+# ElastiCache node types: (name, memory GiB, sustained network Gbit/s, USD per node-hour).
+STORE_NODES = {
+    "t4g": [("cache.t4g.micro", 0.5, 0.064, 0.018), ("cache.t4g.small", 1.37, 0.128, 0.036),
+            ("cache.t4g.medium", 3.09, 0.256, 0.073)],
+    "m7g": [("cache.m7g.large", 6.38, 0.937, 0.176), ("cache.m7g.xlarge", 12.7, 1.876, 0.352),
+            ("cache.m7g.2xlarge", 26.3, 3.75, 0.704), ("cache.m7g.4xlarge", 52.6, 7.5, 1.408)],
+}
 WAF_RULES = 4
 INTERFACE_ENDPOINTS = 6
 AZS = 3
@@ -108,9 +125,11 @@ REDSHIFT_BUSY_MINUTES_PER_HOUR = 5
 DESIGN = {"dev": (1_000, 5.0, 1), "prod": (20_000, 5.0, 1)}
 ENV_SETTINGS = {
     "dev": {"stream_mode": "ON_DEMAND", "retention_hours": 24, "nat_gateways": 1, "mwaa": "small",
-            "mwaa_workers": 1, "redshift_base_rpu": 8, "min_tasks": 1, "task_cpu": 256},
+            "mwaa_workers": 1, "redshift_base_rpu": 8, "min_tasks": 1, "task_cpu": 256,
+            "store_nodes": "t4g", "store_replicas": 0},
     "prod": {"stream_mode": "PROVISIONED", "retention_hours": 168, "nat_gateways": 3, "mwaa": "medium",
-             "mwaa_workers": 2, "redshift_base_rpu": 32, "min_tasks": 2, "task_cpu": 1024},
+             "mwaa_workers": 2, "redshift_base_rpu": 32, "min_tasks": 2, "task_cpu": 1024,
+             "store_nodes": "m7g", "store_replicas": 1},
 }
 
 
@@ -178,6 +197,16 @@ def model(couriers: int, interval_s: float, positions_per_request: float, env: s
     compactor_seconds = positions_per_hour / (COMPACTOR_ROWS_PER_S_PER_VCPU * min(compactor_vcpu, 2)) + 60
     compactor_memory = max(memory_for(compactor_cpu), 2048)
 
+    # position store: memory for every courier with headroom; network for
+    # the live feed published once and relayed to every task at peak.
+    store_memory_gib = (2 * couriers * STORE_BYTES_PER_COURIER / 2**20 + STORE_BASE_MIB) / 1024
+    store_gbit_s = positions_per_s * LIVE_BYTES_PER_POSITION * (max_tasks + 1) * 8 / 1e9
+    store_node = next(
+        (n for n in STORE_NODES[settings["store_nodes"]] if n[1] >= store_memory_gib and n[2] >= 2 * store_gbit_s),
+        STORE_NODES[settings["store_nodes"]][-1],
+    )
+    store_nodes = 1 + settings["store_replicas"]
+
     # costs per month
     gb_per_month_stream = bytes_per_s * SECONDS_PER_MONTH / 1e9
     retention_extra = settings["retention_hours"] > 24
@@ -228,6 +257,7 @@ def model(couriers: int, interval_s: float, positions_per_request: float, env: s
         "interface_endpoints": endpoints,
         "redshift_serverless": redshift,
         "mwaa": mwaa,
+        "elasticache": store_nodes * store_node[3] * HOURS_PER_MONTH,
         "s3_kms_cloudwatch": other,
     }
     costs = {k: round(v, 2) for k, v in costs.items()}
@@ -260,6 +290,12 @@ def model(couriers: int, interval_s: float, positions_per_request: float, env: s
             "runs_of_4m_positions_per_hour": max(1, math.ceil(positions_per_hour / 4_000_000)),
         },
         "lake": {"parquet_gb_per_month": round(lake_gb_per_month, 1)},
+        "position_store": {
+            "node_type": store_node[0],
+            "replicas": settings["store_replicas"],
+            "memory_needed_gib": round(store_memory_gib, 2),
+            "live_feed_gbit_s": round(store_gbit_s, 4),
+        },
         "monthly_cost_usd": costs,
         "monthly_total_usd": round(sum(costs.values()), 2),
     }
@@ -277,6 +313,8 @@ def text(result: dict) -> str:
         f"  compactor       {c['task_cpu']} CPU / {c['task_memory']} MiB, {c['positions_per_hour']:,} positions/hour in "
         f"{c['runs_of_4m_positions_per_hour']} bounded run(s), ~{c['run_seconds_per_hour']} s of task time per hour",
         f"  lake            {result['lake']['parquet_gb_per_month']:,} GB of Parquet per month",
+        f"  position store  {result['position_store']['node_type']} + {result['position_store']['replicas']} replica(s), "
+        f"{result['position_store']['memory_needed_gib']} GiB needed, live feed {result['position_store']['live_feed_gbit_s']} Gbit/s",
         "  monthly cost (USD, list prices eu-west-1):",
     ]
     for name, cost in result["monthly_cost_usd"].items():
@@ -299,6 +337,7 @@ def markdown(fleets: list[int], interval_s: float, positions_per_request: float)
     row("ingest tasks (1 vCPU): steady / min / max", [f"{r['ingest']['steady_tasks']} / {r['ingest']['min_tasks']} / {r['ingest']['max_tasks']}" for r in results])
     row("requests_per_target (per minute)", [f"{r['ingest']['requests_per_target_per_minute']:,}" for r in results])
     row("compactor task", [f"{r['compactor']['task_cpu'] // 1024} vCPU / {r['compactor']['task_memory'] // 1024} GB, {r['compactor']['run_seconds_per_hour']} s/h" for r in results])
+    row("position store node", [r["position_store"]["node_type"] + f" + {r['position_store']['replicas']}" for r in results])
     row("Parquet per month", [f"{r['lake']['parquet_gb_per_month']:,} GB" for r in results])
     for name in results[0]["monthly_cost_usd"]:
         row(f"{name} $/month", [f"{r['monthly_cost_usd'][name]:,.0f}" for r in results])

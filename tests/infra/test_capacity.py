@@ -107,7 +107,7 @@ def test_cli_prints_json_with_every_aws_piece():
     data = json.loads(result.stdout)
     assert set(data["monthly_cost_usd"]) == {
         "kinesis", "ecs_fargate_ingest", "ecs_fargate_compactor", "alb", "waf", "nat_gateways",
-        "interface_endpoints", "redshift_serverless", "mwaa", "s3_kms_cloudwatch",
+        "interface_endpoints", "redshift_serverless", "mwaa", "elasticache", "s3_kms_cloudwatch",
     }
     assert data["monthly_total_usd"] == pytest.approx(sum(data["monthly_cost_usd"].values()), abs=0.05)
 
@@ -135,11 +135,28 @@ def test_environment_tfvars_follow_from_the_model(env):
         "ingest_requests_per_target": ingest["requests_per_target_per_minute"],
         "compactor_cpu": compactor["task_cpu"],
         "compactor_memory": compactor["task_memory"],
+        "position_store_node_type": model["position_store"]["node_type"],
+        "position_store_replicas": model["position_store"]["replicas"],
     }
     if kinesis["mode"] == "PROVISIONED":
         expected["stream_shard_count"] = kinesis["shards"]
     actual = {k: tf.get(k) for k in expected}
     assert actual == expected
+
+
+def test_position_store_node_holds_every_courier_twice_over_and_one_smaller_would_not():
+    result = capacity.model(200_000, 5, 1, "prod")
+    store = result["position_store"]
+    nodes = capacity.STORE_NODES["m7g"]
+    names = [n[0] for n in nodes]
+    i = names.index(store["node_type"])
+    assert nodes[i][1] >= store["memory_needed_gib"] >= 2 * 200_000 * capacity.STORE_BYTES_PER_COURIER / 2**30
+    if i > 0:
+        smaller = nodes[i - 1]
+        assert smaller[1] < store["memory_needed_gib"] or smaller[2] < 2 * store["live_feed_gbit_s"]
+    assert store["replicas"] == 1
+    dev = capacity.model(1_000, 5, 1, "dev")["position_store"]
+    assert (dev["node_type"], dev["replicas"]) == ("cache.t4g.micro", 0)
 
 
 def test_deploy_guide_shows_the_model_for_1000_20000_and_200000_couriers():

@@ -77,6 +77,29 @@ module "ingest" {
   stream_arn              = module.stream.stream_arn
   stream_kms_key_arn      = module.stream.kms_key_arn
   tags                    = local.tags
+
+  position_store = {
+    url                   = module.position_store.store_url
+    auth_token_secret_arn = module.position_store.auth_token_secret_arn
+    kms_key_arn           = module.position_store.kms_key_arn
+    security_group_id     = module.position_store.security_group_id
+    port                  = module.position_store.store_port
+  }
+}
+
+module "position_store" {
+  source = "../../modules/position_store"
+
+  name                        = local.name
+  vpc_id                      = module.network.vpc_id
+  subnet_ids                  = module.network.private_subnet_ids
+  client_security_group_ids   = [module.ingest.task_security_group_id]
+  node_type                   = var.position_store_node_type
+  replicas                    = var.position_store_replicas
+  alarm_actions               = [module.monitoring.alerts_topic_arn]
+  log_retention_days          = var.log_retention_days
+  secret_recovery_window_days = var.force_destroy_buckets ? 0 : 30
+  tags                        = local.tags
 }
 
 module "compactor" {

@@ -27,6 +27,9 @@ ingest_desired_count       = 1
 ingest_min_capacity        = 1
 ingest_max_capacity        = 2
 
+position_store_node_type = "cache.t4g.micro"
+position_store_replicas  = 0
+
 compactor_cpu    = 1024
 compactor_memory = 2048
 

@@ -150,6 +150,16 @@ variable "ingest_max_capacity" {
   type        = number
 }
 
+variable "position_store_node_type" {
+  description = "ElastiCache node type of the shared position store, from scripts/capacity.py (position_store.node_type)."
+  type        = string
+}
+
+variable "position_store_replicas" {
+  description = "Replicas of the position store besides the primary, from scripts/capacity.py (0 in dev; 1 or more for failover across availability zones)."
+  type        = number
+}
+
 variable "ingest_requests_per_target" {
   description = "ALBRequestCountPerTarget (requests per task per minute) the autoscaling keeps: half a task's measured capacity, from scripts/capacity.py."
   type        = number

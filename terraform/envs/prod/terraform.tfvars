@@ -28,6 +28,9 @@ ingest_desired_count       = 2
 ingest_min_capacity        = 2
 ingest_max_capacity        = 3
 
+position_store_node_type = "cache.m7g.large"
+position_store_replicas  = 1
+
 compactor_cpu    = 1024
 compactor_memory = 2048
 

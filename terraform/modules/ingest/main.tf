@@ -74,7 +74,15 @@ locals {
     # service, closes idle connections, so it never reuses one the service
     # has just closed (which it would answer with a 502).
     INGEST_KEEP_ALIVE_SECS = tostring(var.keep_alive_seconds)
+    }, var.position_store == null ? {} : {
+    # The shared position store (TLS); its AUTH token is a secret below.
+    INGEST_REDIS_URL = var.position_store.url
   })
+
+  secrets = concat(
+    [{ name = "INGEST_API_KEYS", valueFrom = aws_secretsmanager_secret.api_keys.arn }],
+    var.position_store == null ? [] : [{ name = "INGEST_REDIS_PASSWORD", valueFrom = var.position_store.auth_token_secret_arn }],
+  )
 }
 
 ################################################################################
@@ -275,13 +283,13 @@ data "aws_iam_policy_document" "execution" {
   statement {
     sid       = "ReadApiKeys"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [aws_secretsmanager_secret.api_keys.arn]
+    resources = compact([aws_secretsmanager_secret.api_keys.arn, try(var.position_store.auth_token_secret_arn, "")])
   }
 
   statement {
     sid       = "DecryptApiKeys"
     actions   = ["kms:Decrypt"]
-    resources = [aws_kms_key.ingest.arn]
+    resources = compact([aws_kms_key.ingest.arn, try(var.position_store.kms_key_arn, "")])
 
     condition {
       test     = "StringEquals"
@@ -374,6 +382,19 @@ resource "aws_vpc_security_group_egress_rule" "tasks_to_endpoints" {
   cidr_ipv4         = var.vpc_cidr_block
 
   tags = merge(var.tags, { Name = "${var.name}-tasks-to-endpoints" })
+}
+
+resource "aws_vpc_security_group_egress_rule" "tasks_to_position_store" {
+  count = var.position_store == null ? 0 : 1
+
+  security_group_id            = aws_security_group.tasks.id
+  description                  = "To the shared position store (ElastiCache, TLS)"
+  ip_protocol                  = "tcp"
+  from_port                    = var.position_store.port
+  to_port                      = var.position_store.port
+  referenced_security_group_id = var.position_store.security_group_id
+
+  tags = merge(var.tags, { Name = "${var.name}-tasks-to-position-store" })
 }
 
 resource "aws_vpc_security_group_egress_rule" "tasks_to_s3" {
@@ -734,12 +755,7 @@ resource "aws_ecs_task_definition" "this" {
 
       environment = [for k in sort(keys(local.environment)) : { name = k, value = local.environment[k] }]
 
-      secrets = [
-        {
-          name      = "INGEST_API_KEYS"
-          valueFrom = aws_secretsmanager_secret.api_keys.arn
-        },
-      ]
+      secrets = local.secrets
 
       mountPoints = [
         {

@@ -329,6 +329,18 @@ variable "kms_deletion_window_days" {
   }
 }
 
+variable "position_store" {
+  description = "The shared position store (modules/position_store outputs: url, auth_token_secret_arn, kms_key_arn, security_group_id, port), or null for each task's embedded store."
+  type = object({
+    url                   = string
+    auth_token_secret_arn = string
+    kms_key_arn           = string
+    security_group_id     = string
+    port                  = number
+  })
+  default = null
+}
+
 variable "tags" {
   description = "Tags added to every taggable resource of this module."
   type        = map(string)

@@ -150,3 +150,12 @@ mock_resource "aws_ecs_cluster" {
     arn = "arn:aws:ecs:eu-west-1:123456789012:cluster/courier-test"
   }
 }
+
+# ElastiCache takes an AUTH token of 16-128 characters; the mock's random
+# strings are shorter. A fixed 64-character value (the module asks Secrets
+# Manager for 64 letters and digits), for tests only.
+mock_data "aws_secretsmanager_random_password" {
+  defaults = {
+    random_password = "MockedAuthTokenForTerraformTestOnly0123456789abcdefghijklmnopqr"
+  }
+}
