@@ -117,3 +117,52 @@ run "metrics_path_cannot_be_public" {
 
   expect_failures = [var.public_paths]
 }
+
+# With the shared position store: its URL in the environment, its AUTH token
+# as a secret (never in the environment), and egress from the tasks to it.
+run "with_position_store" {
+  command = apply
+
+  module {
+    source = "../../modules/ingest"
+  }
+
+  variables {
+    position_store = {
+      url                   = "rediss://courier-test-positions.abc123.euw1.cache.amazonaws.com:6379"
+      auth_token_secret_arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:courier-test/position-store/auth-token-AbCdEf"
+      kms_key_arn           = "arn:aws:kms:eu-west-1:123456789012:key/11111111-1111-1111-1111-111111111111"
+      security_group_id     = "sg-0000000000000000e"
+      port                  = 6379
+    }
+  }
+
+  assert {
+    condition = one([
+      for e in jsondecode(aws_ecs_task_definition.this.container_definitions)[0].environment : e.value
+      if e.name == "INGEST_REDIS_URL"
+    ]) == var.position_store.url
+    error_message = "the task gets the store's URL"
+  }
+
+  assert {
+    condition = one([
+      for s in jsondecode(aws_ecs_task_definition.this.container_definitions)[0].secrets : s.valueFrom
+      if s.name == "INGEST_REDIS_PASSWORD"
+    ]) == var.position_store.auth_token_secret_arn
+    error_message = "the AUTH token comes from the store's secret"
+  }
+
+  assert {
+    condition = length([
+      for e in jsondecode(aws_ecs_task_definition.this.container_definitions)[0].environment : e
+      if e.name == "INGEST_REDIS_PASSWORD"
+    ]) == 0
+    error_message = "the AUTH token is never a plain environment variable"
+  }
+
+  assert {
+    condition     = aws_vpc_security_group_egress_rule.tasks_to_position_store[0].referenced_security_group_id == "sg-0000000000000000e" && aws_vpc_security_group_egress_rule.tasks_to_position_store[0].from_port == 6379
+    error_message = "the tasks may reach the store's security group on its port"
+  }
+}
