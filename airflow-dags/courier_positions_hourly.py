@@ -642,6 +642,10 @@ def courier_positions_hourly():
         task_id="trigger_backlog_run",
         trigger_dag_id=DAG_ID,
         conf={"backlog_of": "{{ run_id }}"},
+        # No logical date (an Airflow 3 run without a data interval; the DAG needs none):
+        # Airflow 3.0.6 fails to trigger a cron-timetable DAG with one (its Execution API
+        # infers the manual data interval from a non-pendulum datetime).
+        logical_date=None,
         wait_for_completion=False,
         fail_when_dag_is_paused=False,
     )

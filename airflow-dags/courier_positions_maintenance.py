@@ -90,6 +90,8 @@ def compare_lake_and_warehouse(rows, table_uri: str) -> dict:
                  date, lake.get(date, 0), w.get("fact_rows", 0), w.get("duplicates_skipped", 0),
                  w.get("rows_staged", 0), w.get("rows_inserted", 0))  # fmt: skip
     if broken:
+        for line in broken:  # one log line each, with its numbers (the error below repeats them)
+            log.error("lake != warehouse: %s", line)
         raise ValueError(f"the lake and the warehouse do not hold the same rows per event_date (lake {table_uri} "
                          f"as of table version {version}):\n  " + "\n  ".join(broken))  # fmt: skip
     log.info("lake and warehouse agree on %d dates as of table version %d", len(set(lake) | set(warehouse)), version)
@@ -141,14 +143,16 @@ def courier_positions_maintenance():
     def ecs_settings() -> dict:
         return _ecs_settings()
 
-    @task(execution_timeout=LAKE_TIMEOUT)
+    # multiple_outputs=False: a `-> dict` task pushes one XCom per key by default, and Airflow
+    # 3.0.6 refuses a None one (optimize with nothing to do reports "table_version": null).
+    @task(execution_timeout=LAKE_TIMEOUT, multiple_outputs=False)
     def optimize_local(dag_run=None, ti=None) -> dict:
         uri = report_uri(DAG_ID, dag_run.run_id, ti.task_id, ti.try_number)
         report = run_compactor(*_local_args(OPTIMIZE_ARGS), output_uri=uri)
         log.info("optimize: %s", report)
         return report
 
-    @task(execution_timeout=LAKE_TIMEOUT)
+    @task(execution_timeout=LAKE_TIMEOUT, multiple_outputs=False)
     def vacuum_local(dag_run=None, ti=None) -> dict:
         uri = report_uri(DAG_ID, dag_run.run_id, ti.task_id, ti.try_number)
         report = run_compactor(*_local_args(VACUUM_ARGS), output_uri=uri)
@@ -164,7 +168,7 @@ def courier_positions_maintenance():
     ecs >> optimize_ecs >> vacuum_ecs
     local_optimize >> vacuum_local()
 
-    @task(retries=0, execution_timeout=CHECK_TIMEOUT)
+    @task(retries=0, execution_timeout=CHECK_TIMEOUT, multiple_outputs=False)
     def reconcile_lake_and_warehouse() -> dict:
         """Daily: the lake's rows per event_date (Delta log, as of the loaded table version)
         = the warehouse's rows + the duplicates the loads skipped."""

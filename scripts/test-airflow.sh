@@ -51,6 +51,10 @@ for version in "${versions[@]}"; do
   echo "==> Airflow $version$([[ "$version" == "$deployed" ]] && echo ' (deployed by Terraform)'): airflow db migrate (SQLite in $AIRFLOW_HOME)"
   "$venv/bin/airflow" db migrate >"$AIRFLOW_HOME/migrate.log" 2>&1 || { cat "$AIRFLOW_HOME/migrate.log" >&2; exit 1; }
   "$venv/bin/airflow" version | grep -qx "$version" || { echo "venv $venv does not run Airflow $version" >&2; exit 1; }
+  # The DAGs serialized into the metadata database, as the DAG processor (MWAA's too) has
+  # them: a task that triggers a DAG run (trigger_backlog_run) needs its DAG there.
+  PYTHONPATH="$ROOT/airflow-dags" "$venv/bin/airflow" dags reserialize >"$AIRFLOW_HOME/reserialize.log" 2>&1 ||
+    { cat "$AIRFLOW_HOME/reserialize.log" >&2; exit 1; }
 
   echo "==> Airflow $version: pytest airflow-dags/tests"
   COURIER_TEST_AIRFLOW_VERSION="$version" COURIER_DEPLOYED_AIRFLOW_VERSION="$deployed" \

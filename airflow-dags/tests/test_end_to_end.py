@@ -531,11 +531,11 @@ def demo_venv_python():
 
 
 def delta_rows_by_date(table) -> dict[str, int]:
-    """The table's rows per event_date read by the deltalake library (data files, not
-    statistics): the reference for the Delta log count."""
-    code = ("import collections, json, os, sys\nfrom deltalake import DeltaTable\n"
-            "t = DeltaTable(sys.argv[1]).to_pyarrow_table(columns=['event_date'])\n"
-            "c = collections.Counter(str(d) for d in t.column('event_date').to_pylist())\n"
+    """The table's rows per event_date read by polars' Delta reader (delta-rs; the data
+    files, not the statistics): the reference for the Delta log count."""
+    code = ("import collections, json, os, sys\nimport polars as pl\n"
+            "t = pl.read_delta(sys.argv[1], columns=['event_date'])\n"
+            "c = collections.Counter(str(d) for d in t['event_date'].to_list())\n"
             "print(json.dumps(c)); sys.stdout.flush(); os._exit(0)\n")  # fmt: skip
     out = subprocess.run([demo_venv_python(), "-c", code, str(table)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
@@ -578,9 +578,14 @@ def test_the_daily_check_counts_the_lake_per_date_and_fails_with_the_numbers(dag
     with psycopg.connect(local_env["db"], autocommit=True) as conn:
         (lost_date,) = conn.execute(
             "DELETE FROM courier.positions WHERE event_id = %s RETURNING event_date", (first[0]["event_id"],)).fetchone()
+    for t in maintenance.tasks:  # no retry (10 min apart) of what fails with the run
+        monkeypatch.setattr(t, "retries", 0)
     broken = maintenance.test(logical_date=this_hour())
     assert broken.state == "failed"
-    assert states(broken)["reconcile_lake_and_warehouse"] == "failed"
+    # Only the check failed: optimize with nothing to do (a report with no table version) and
+    # vacuum still succeed.
+    assert {t for t, state in states(broken).items() if state == "failed"} == {"reconcile_lake_and_warehouse"}, \
+        states(broken)
     w = result["warehouse"][str(lost_date)]
     logs = task_logs(caplog, capsys)
     assert (f"event_date {lost_date}: lake {lake[str(lost_date)]} rows (table version {version}) != warehouse "
@@ -614,3 +619,23 @@ def test_the_delta_log_count_reads_checkpoints_and_any_earlier_version(local_env
     assert courier_common.lake_rows_by_date(table, last) == counts[-1][1] == delta_rows_by_date(local_env["table"])
     with pytest.raises(ValueError, match="lacks commit 1"):
         courier_common.lake_rows_by_date(table, counts[0][0])
+
+
+def test_a_backfill_of_several_intervals_loads_every_position_once(dagbag, local_env):
+    """Runs of three past intervals, oldest first (as a backfill runs them), with positions
+    arriving between them: each loads what the compactor committed since the ledger's mark,
+    whatever its interval; the last finds nothing; every position is in the warehouse once.
+    (Backfill runs side by side: tests/test_sql.py, concurrent DAG runs.)"""
+    now = datetime.now(timezone.utc)
+    acked = send(local_env["api"], make_positions(3, 5, now - timedelta(hours=4), seed=23))
+    first = run_dag(dagbag, this_hour() - timedelta(hours=3))
+    acked |= send(local_env["api"], make_positions(3, 5, now - timedelta(hours=3), seed=24))
+    second = run_dag(dagbag, this_hour() - timedelta(hours=2))
+    third = run_dag(dagbag, this_hour() - timedelta(hours=1))
+    for dag_run in (first, second, third):
+        assert dag_run.state == "success", states(dag_run)
+    assert fact_event_ids(local_env["db"]) == sorted(acked)
+    with psycopg.connect(local_env["db"]) as conn:
+        by_run = conn.execute("SELECT dag_run_id, COUNT(*) FROM courier.load_ledger GROUP BY 1").fetchall()
+    assert dict(by_run) == {first.run_id: 1, second.run_id: 1}
+    assert hourly_ledger_reconciles(local_env["db"])
