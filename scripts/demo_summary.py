@@ -101,13 +101,13 @@ print(f"  (the demo's venv has polars and deltalake: .tools/demo-venv/bin/python
 print(f"Redshift COPY manifest of this run: {run['manifest']}")
 if warehouse:
     print()
-    print("Load ledger (warehouse table load_ledger, one row per compactor run, written with the load):")
+    print("Load ledger (warehouse table courier.load_ledger, one row per compactor run, written with the load):")
     header = ("version", "run", "stream", "dups", "dead", "lake", "staged", "inserted", "skipped")
     print("  " + " ".join(f"{h:>9}" for h in header))
     for r in ledger:
         print("  " + " ".join(f"{v:>9}" for v in r))
     print()
-    print("Gold table courier_daily, top couriers by distance (haversine km):")
+    print("Gold table courier_gold.courier_daily, top couriers by distance (haversine km):")
     print(f"  {'event_date':<12}{'courier_id':<16}{'positions':>10}{'km':>10}{'avg m/s':>9}")
     for d, c, n, km, speed in gold:
         print(f"  {str(d):<12}{c:<16}{n:>10}{str(km):>10}{str(speed):>9}")
