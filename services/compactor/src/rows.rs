@@ -21,6 +21,15 @@ use crate::dedup::{IdSet, IdsFile, IdsWriter};
 /// Rows per Arrow RecordBatch handed to the Parquet writer.
 pub const BATCH_ROWS: usize = 65_536;
 
+/// Positions per message from the decoding side to the writer task: decoded
+/// positions are several times larger than their Arrow rows, so they travel
+/// in small chunks ([`CHUNKS_IN_FLIGHT`] at most) and the writer task
+/// gathers them into Arrow batches of [`BATCH_ROWS`].
+const CHUNK_POSITIONS: usize = 8_192;
+
+/// Chunks queued for the writer task at most.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
 struct Rows {
     schema: SchemaRef,
     event_id: StringBuilder,
@@ -158,22 +167,29 @@ async fn write_positions(
 ) -> Result<WriterOutput, CompactorError> {
     let mut adds = Vec::new();
     let mut in_files = 0u64;
-    while let Some(positions) = batches.recv().await {
-        let mut duplicates = 0u64;
-        for position in &positions {
-            let id = position.event_id.as_uuid();
-            if task.seen.insert(*id) {
-                task.ids.push(id);
-                task.rows.push(position);
-            } else {
-                duplicates += 1;
+    loop {
+        let next = batches.recv().await;
+        let last = next.is_none();
+        if let Some(positions) = next {
+            let mut duplicates = 0u64;
+            for position in &positions {
+                let id = position.event_id.as_uuid();
+                if task.seen.insert(*id) {
+                    task.ids.push(id);
+                    task.rows.push(position);
+                } else {
+                    duplicates += 1;
+                }
             }
+            drop(positions);
+            task.written
+                .duplicates
+                .fetch_add(duplicates, Ordering::Relaxed);
         }
-        drop(positions);
-        task.written
-            .duplicates
-            .fetch_add(duplicates, Ordering::Relaxed);
-        if task.rows.len == 0 {
+        if task.rows.len == 0 || (task.rows.len < BATCH_ROWS && !last) {
+            if last {
+                break;
+            }
             continue;
         }
         task.ids.write_batch().await?;
@@ -188,6 +204,9 @@ async fn write_positions(
         if in_files >= task.target_rows {
             adds.extend(finish_files(&mut task.writer, &task.uri).await?);
             in_files = 0;
+        }
+        if last {
+            break;
         }
     }
     adds.extend(finish_files(&mut task.writer, &task.uri).await?);
@@ -219,10 +238,10 @@ async fn writer_failed(
 }
 
 /// The rows stage as the reading side sees it: valid positions go in, in
-/// batches of [`BATCH_ROWS`], to the writer task, which drops the ones the
+/// chunks of [`CHUNK_POSITIONS`], to the writer task, which drops the ones the
 /// dedup window has seen, builds Arrow batches, writes Parquet and the run's
 /// id file. Reading and decoding run on one core, this task on the other;
-/// at most two batches are in flight between them.
+/// at most [`CHUNKS_IN_FLIGHT`] chunks are in flight between them.
 pub(crate) struct RowWriter {
     batches: tokio::sync::mpsc::Sender<Vec<Position>>,
     task: Option<tokio::task::JoinHandle<Result<WriterOutput, CompactorError>>>,
@@ -242,7 +261,7 @@ impl RowWriter {
         let writer = RecordBatchWriter::for_table(table)
             .map_err(|e| CompactorError::delta(&uri, "create the writer", e))?
             .with_writer_properties(writer_properties());
-        let (batches, batch_rx) = tokio::sync::mpsc::channel::<Vec<Position>>(2);
+        let (batches, batch_rx) = tokio::sync::mpsc::channel::<Vec<Position>>(CHUNKS_IN_FLIGHT);
         let written = Arc::new(Written::default());
         let task = tokio::spawn(write_positions(
             WriterTask {
@@ -260,15 +279,15 @@ impl RowWriter {
             batches,
             task: Some(task),
             written,
-            pending: Vec::with_capacity(BATCH_ROWS),
+            pending: Vec::with_capacity(CHUNK_POSITIONS),
         })
     }
 
     /// Adds one valid position (sent on with a full batch).
     pub(crate) async fn push(&mut self, position: Position) -> Result<(), CompactorError> {
         self.pending.push(position);
-        if self.pending.len() >= BATCH_ROWS {
-            let full = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH_ROWS));
+        if self.pending.len() >= CHUNK_POSITIONS {
+            let full = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK_POSITIONS));
             self.send(full).await?;
         }
         Ok(())

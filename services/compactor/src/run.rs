@@ -22,7 +22,7 @@ pub use crate::inspect::{RunSummary, ShardStatus, StatusReport, runs, status};
 use crate::location::Location;
 pub use crate::manifest::default_manifests;
 use crate::rows::RowWriter;
-use crate::source::{self, ShardReader, Source, SourceConfig};
+use crate::source::{self, ReadAhead, Source, SourceConfig};
 use crate::{CompactorError, SequenceNumber, app_id, decode, dedup, manifest, state, table};
 
 /// What a run does.
@@ -165,11 +165,18 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
     let state =
         state::read_state(&table, &app_id(&config.stream_name), config.dedup_commits).await?;
     manifest::recover_last(&table, &config.manifests, &state).await?;
+    // The dedup set is sized once for the window and what this run may add.
+    // (whole records are read, so a run may pass its budget by a little).
+    let run_ids = config
+        .max_positions
+        .and_then(|max| usize::try_from(max).ok())
+        .map_or(0, |max| max + max / 16);
     let seen = dedup::window(
         &table,
         &state,
         config.dedup_commits,
         config.dedup_window_ids,
+        run_ids,
     )
     .await?;
     let run = state.run + 1;
@@ -208,7 +215,10 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
     let per_shard_positions = config
         .max_positions
         .map(|max| max.div_ceil(shards.len().max(1) as u64));
-    for shard in &shards {
+    // Kinesis: the next shards that can be read already (no parent to wait
+    // for) are read ahead concurrently, a window of READ_AHEAD_SHARDS.
+    let mut ahead: HashMap<String, ReadAhead> = HashMap::new();
+    for (i, shard) in shards.iter().enumerate() {
         let shard_id = shard.shard_id.as_str();
         if !source::readable(shard, &finished) {
             tracing::info!(shard = shard_id, parents = ?shard.parents, "a parent shard is not read to its end yet; this shard waits for a later run");
@@ -216,16 +226,37 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
             reading.report.backlog = true;
             continue;
         }
+        if matches!(source, Source::Kinesis(_)) {
+            for next in shards[i..].iter().take(source::READ_AHEAD_SHARDS) {
+                if !ahead.contains_key(&next.shard_id) && source::readable(next, &finished) {
+                    let reader = source
+                        .open_shard(
+                            next,
+                            state.checkpoints.get(&next.shard_id),
+                            config.max_records,
+                            run_started,
+                            config.accept_data_loss,
+                        )
+                        .await?;
+                    ahead.insert(next.shard_id.clone(), ReadAhead::start(reader));
+                }
+            }
+        }
         let after = state.checkpoints.get(shard_id);
-        let reader = source
-            .open_shard(
-                shard,
-                after,
-                config.max_records,
-                run_started,
-                config.accept_data_loss,
-            )
-            .await?;
+        let reader = match ahead.remove(shard_id) {
+            Some(reader) => reader,
+            None => ReadAhead::start(
+                source
+                    .open_shard(
+                        shard,
+                        after,
+                        config.max_records,
+                        run_started,
+                        config.accept_data_loss,
+                    )
+                    .await?,
+            ),
+        };
         let outcome = reading
             .read_shard(reader, shard_id, per_shard_positions, &config.decode_limits)
             .await?;
@@ -292,7 +323,7 @@ impl Reading {
     /// record read).
     async fn read_shard(
         &mut self,
-        mut reader: ShardReader,
+        mut reader: ReadAhead,
         shard_id: &str,
         budget: Option<u64>,
         limits: &DecodeLimits,
@@ -322,6 +353,7 @@ impl Reading {
             self.progress
                 .tick(shard_id, &self.report, &self.rows, &self.dead, &reader);
         }
+        let reader = reader.finish().await?;
         self.report.records_lost += reader.lost();
         if reader.had_loss() {
             self.report.shards_with_loss.push(shard_id.to_owned());
@@ -365,7 +397,7 @@ impl Progress {
         report: &RunReport,
         rows: &RowWriter,
         dead: &DeadLetters,
-        reader: &ShardReader,
+        reader: &ReadAhead,
     ) {
         if let Some(bar) = &self.bar {
             bar.set_message(format!(

@@ -657,6 +657,89 @@ impl ShardReader {
     }
 }
 
+/// Kinesis shards read ahead at once, each in its own task (a window over
+/// the run's shards, in their order): their `GetRecords` round trips overlap
+/// with each other and with decoding. Each holds at most two answers (one
+/// queued, one being fetched; an answer is at most 10 MiB).
+pub const READ_AHEAD_SHARDS: usize = 4;
+
+type Fetch = Result<(Vec<SourceRecord>, String), CompactorError>;
+
+/// A shard reader that, for Kinesis, fetches ahead in its own task; the
+/// local stream (a file read) is read inline.
+pub enum ReadAhead {
+    /// Read when asked.
+    Inline(ShardReader),
+    /// Fetched ahead by a task, which hands the reader back at the end.
+    Task {
+        /// The batches and the lag after each.
+        batches: tokio::sync::mpsc::Receiver<Fetch>,
+        /// The task.
+        task: tokio::task::JoinHandle<ShardReader>,
+        /// The lag after the last batch taken.
+        lag: String,
+    },
+}
+
+impl ReadAhead {
+    /// Starts reading ahead (Kinesis) or wraps the reader (local).
+    pub fn start(reader: ShardReader) -> Self {
+        if matches!(reader, ShardReader::Local { .. }) {
+            return Self::Inline(reader);
+        }
+        let lag = reader.lag();
+        let (tx, batches) = tokio::sync::mpsc::channel::<Fetch>(1);
+        let task = tokio::spawn(async move {
+            let mut reader = reader;
+            loop {
+                let batch = reader.next_batch().await;
+                let end = !matches!(&batch, Ok(b) if !b.is_empty());
+                let lag = reader.lag();
+                if tx.send(batch.map(|b| (b, lag))).await.is_err() || end {
+                    return reader;
+                }
+            }
+        });
+        Self::Task { batches, task, lag }
+    }
+
+    /// The next records, or an empty batch at the end of the run's range.
+    pub async fn next_batch(&mut self) -> Result<Vec<SourceRecord>, CompactorError> {
+        match self {
+            Self::Inline(reader) => reader.next_batch().await,
+            Self::Task { batches, lag, .. } => match batches.recv().await {
+                Some(Ok((batch, after))) => {
+                    *lag = after;
+                    Ok(batch)
+                }
+                Some(Err(e)) => Err(e),
+                None => Ok(Vec::new()),
+            },
+        }
+    }
+
+    /// How far behind the end of the run's range the reader is, for people.
+    pub fn lag(&self) -> String {
+        match self {
+            Self::Inline(reader) => reader.lag(),
+            Self::Task { lag, .. } => lag.clone(),
+        }
+    }
+
+    /// Stops reading ahead and hands the reader back (what it read past the
+    /// last batch taken is dropped: the checkpoint is the last record taken).
+    pub async fn finish(self) -> Result<ShardReader, CompactorError> {
+        match self {
+            Self::Inline(reader) => Ok(reader),
+            Self::Task { batches, task, .. } => {
+                drop(batches);
+                task.await
+                    .map_err(|e| CompactorError::State(format!("a shard reading task failed: {e}")))
+            }
+        }
+    }
+}
+
 /// The shards a run may read: every shard whose parents (present in the
 /// stream) are all finished.
 pub fn readable(shard: &ShardInfo, present: &HashMap<String, bool>) -> bool {
