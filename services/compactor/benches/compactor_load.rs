@@ -1,8 +1,10 @@
 //! `make bench-compactor`: fills a local stream with N positions and compacts
 //! it into a local Delta table with the release `compactor` binary, run after
-//! run until it reports no backlog (as a schedule would). Prints rows/s, the
-//! compactor's peak RSS and Parquet bytes per row, for N/5, N, 2N and 4N
-//! positions, to show that memory does not grow with the input.
+//! run until it reports no backlog (as a schedule would). Prints rows/s (and
+//! per core), the compactor's peak RSS (each run's own, by `wait4`) and
+//! Parquet bytes per row, for N/5, N, 2N and 4N positions, to show that
+//! memory does not grow with the input, then issue 13's targets beside the
+//! measured figures.
 //!
 //! Environment: `BENCH_POSITIONS` (default 5,000,000), `BENCH_SHARDS` (4),
 //! `BENCH_RECORD_POSITIONS` positions per stream record (1000), `BENCH_COURIERS`
@@ -89,11 +91,30 @@ fn fill(
     started.elapsed().as_secs_f64()
 }
 
-fn peak_child_rss_mib() -> f64 {
-    // SAFETY: getrusage writes into the struct we pass.
+/// Runs one child to its end and returns its stdout and its own peak RSS
+/// in MiB (`wait4`: per child, not the largest child so far).
+#[allow(clippy::zombie_processes)] // reaped by wait4, which std does not see
+fn run_measured(mut cmd: Command) -> (std::process::ExitStatus, Vec<u8>, f64) {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("compactor starts");
+    let mut stdout = Vec::new();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_end(&mut stdout).expect("read stdout");
+    }
+    let mut status = 0;
+    // SAFETY: wait4 on our own child, writing into the structs we pass.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    usage.ru_maxrss as f64 / 1024.0
+    let pid = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert!(pid > 0, "wait4 failed");
+    (
+        std::process::ExitStatus::from_raw(status),
+        stdout,
+        usage.ru_maxrss as f64 / 1024.0,
+    )
 }
 
 fn dir_bytes(dir: &std::path::Path, suffix: &str) -> u64 {
@@ -128,31 +149,31 @@ fn main() {
     );
     println!();
     println!(
-        "| positions | stream fill s | runs | compact s | rows/s | peak RSS MiB | Parquet bytes/row | files |"
+        "| positions | stream fill s | runs | compact s | rows/s | rows/s per core | peak RSS MiB | Parquet bytes/row | files |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
-    // Smaller run first: getrusage(RUSAGE_CHILDREN) reports the largest child
-    // so far, so the second line is the max of both runs.
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let mut results: Vec<(u64, u32, f64, f64)> = Vec::new();
     let log = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into());
     for size in [n / 5, n, 2 * n, 4 * n] {
         let dir = tempfile::tempdir().expect("tmp");
         let fill_s = fill(dir.path(), size, shards, per_record, couriers);
         let table = dir.path().join("table");
         let started = Instant::now();
-        let (mut rows, mut files, mut runs) = (0u64, 0u64, 0u32);
+        let (mut rows, mut files, mut runs, mut rss) = (0u64, 0u64, 0u32, 0f64);
         loop {
-            let out = Command::new(env!("CARGO_BIN_EXE_compactor"))
-                .args(["run", "--stream-name", "bench"])
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_compactor"));
+            cmd.args(["run", "--stream-name", "bench"])
                 .arg("--data-dir")
                 .arg(dir.path())
                 .arg("--table-uri")
                 .arg(&table)
                 .env("RUST_LOG", &log)
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("compactor runs");
-            assert!(out.status.success(), "compactor failed: {:?}", out.status);
-            let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+                .stderr(Stdio::inherit());
+            let (status, stdout, peak) = run_measured(cmd);
+            assert!(status.success(), "compactor failed: {status:?}");
+            rss = rss.max(peak);
+            let report: serde_json::Value = serde_json::from_slice(&stdout).expect("report");
             rows += report["rows_written"].as_u64().unwrap_or(0);
             files += report["files_added"].as_u64().unwrap_or(0);
             runs += 1;
@@ -163,11 +184,55 @@ fn main() {
         let secs = started.elapsed().as_secs_f64();
         assert_eq!(rows, size, "every position written once");
         let parquet = dir_bytes(&table, ".parquet");
+        let rate = rows as f64 / secs;
         println!(
-            "| {size} | {fill_s:.1} | {runs} | {secs:.1} | {:.0} | {:.0} | {:.1} | {files} |",
-            rows as f64 / secs,
-            peak_child_rss_mib(),
+            "| {size} | {fill_s:.1} | {runs} | {secs:.1} | {rate:.0} | {:.0} | {rss:.0} | {:.1} | {files} |",
+            rate / cores,
             parquet as f64 / rows as f64,
         );
+        results.push((size, runs, rate, rss));
     }
+    // Issue 13's targets, over the sizes that took more than one run (a
+    // multi-run backlog), at the default settings.
+    let backlog: Vec<_> = results.iter().filter(|r| r.1 > 1).collect();
+    let backlog = if backlog.is_empty() {
+        results.iter().collect()
+    } else {
+        backlog
+    };
+    let slowest = backlog.iter().map(|r| r.2).fold(f64::INFINITY, f64::min);
+    let peak = results.iter().map(|r| r.3).fold(0.0, f64::max);
+    let smallest = results.iter().map(|r| r.3).fold(f64::INFINITY, f64::min);
+    println!();
+    println!("Issue 13's targets (default settings, {cores} cores):");
+    println!();
+    println!("| target | wanted | measured | ratio measured/wanted | |");
+    println!("|---|---|---:|---:|---|");
+    let line = |what: &str, wanted: &str, measured: String, ratio: f64, ok: bool| {
+        println!(
+            "| {what} | {wanted} | {measured} | {ratio:.2} | {} |",
+            if ok { "met" } else { "MISSED" }
+        );
+    };
+    line(
+        "rows/s over a multi-run backlog (slowest size)",
+        ">= 1,500,000",
+        format!("{slowest:.0} ({:.0} per core)", slowest / cores),
+        slowest / 1.5e6,
+        slowest >= 1.5e6,
+    );
+    line(
+        "peak RSS (largest of all runs)",
+        "<= 256 MiB",
+        format!("{peak:.0} MiB"),
+        peak / 256.0,
+        peak <= 256.0,
+    );
+    line(
+        "peak RSS flat in the input size (largest / smallest size's peak)",
+        "~1",
+        format!("{:.2}", peak / smallest),
+        peak / smallest,
+        peak <= 256.0,
+    );
 }
