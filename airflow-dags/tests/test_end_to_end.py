@@ -386,7 +386,9 @@ def test_a_backlog_is_loaded_in_the_same_run_and_said_so(dagbag, local_env, monk
     assert got["backlog_left"] == "success" and got["trigger_backlog_run"] == "success"
     assert "triggering another run of courier_positions_hourly to load it" in logs
     (triggered,) = [r for r in dag_runs() if (r.conf or {}).get("backlog_of") == behind.run_id]
-    assert str(triggered.run_type).lower().endswith("manual")
+    # A manual run on Airflow 3.0, an "operator_triggered" one from 3.1 on: never "scheduled",
+    # so check_on_time does not call it late.
+    assert str(triggered.run_type).lower().rpartition(".")[2] in ("manual", "operator_triggered")
     # That run (here: run at once) loads the rest; nothing is left, nothing triggered.
     monkeypatch.setenv("COURIER_BACKLOG_MAX_ROUNDS", "6")
     monkeypatch.setenv("COURIER_FRESHNESS_MAX_LAG_MINUTES", "180")
