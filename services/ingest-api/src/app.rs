@@ -62,7 +62,10 @@ pub fn open_store(
     metrics: &Metrics,
 ) -> anyhow::Result<PositionStore> {
     let Some(url) = &settings.redis_url else {
-        return Ok(PositionStore::Embedded(Arc::clone(pipeline)));
+        return Ok(PositionStore::Embedded(
+            Arc::clone(pipeline),
+            Default::default(),
+        ));
     };
     let options = RedisOptions {
         url: url.clone(),
@@ -152,8 +155,14 @@ impl Application {
         pipeline.spawn_refresher(Duration::from_secs(settings.refresh_secs.max(1)));
 
         let store = Arc::new(open_store(&settings, &pipeline, &metrics)?);
+        let dispatch_keys = match settings.dispatch_api_keys.as_deref() {
+            Some(text) => ApiKeys::parse(text).context("dispatch_api_keys")?,
+            None => ApiKeys::default(),
+        };
         let state = web::Data::new(AppState {
             keys,
+            dispatch_keys,
+            tracking_link_max: Duration::from_secs(settings.tracking_link_max_secs),
             store,
             pipeline: Arc::clone(&pipeline),
             metrics,

@@ -63,6 +63,11 @@ pub struct Settings {
     /// API keys inline, same format, lines separated by newlines or commas
     /// (for secrets injected as environment variables).
     pub api_keys: Option<String>,
+    /// Dispatch API keys (same format as `api_keys`): the only credentials
+    /// that create and revoke customer tracking links. None: no one can.
+    pub dispatch_api_keys: Option<String>,
+    /// Longest lifetime of a customer tracking link, seconds.
+    pub tracking_link_max_secs: u64,
     /// Positions per request at most.
     pub max_batch_positions: usize,
     /// Request body size limit in bytes.
@@ -148,6 +153,8 @@ impl Default for Settings {
             local_max_bytes: 0,
             api_keys_file: None,
             api_keys: None,
+            dispatch_api_keys: None,
+            tracking_link_max_secs: 12 * 3600,
             max_batch_positions: 1000,
             max_body_bytes: 1024 * 1024,
             max_future_secs: 5 * 60,
@@ -202,7 +209,7 @@ impl Settings {
     /// Checks ranges and the Kinesis hard limits.
     pub fn validate(&self) -> Result<(), SettingsError> {
         let max_record = courier_stream::limits::MAX_RECORD_BYTES - 4096;
-        let checks: [(&'static str, bool, String); 13] = [
+        let checks: [(&'static str, bool, String); 14] = [
             (
                 "max_batch_positions",
                 self.max_batch_positions >= 1,
@@ -260,6 +267,11 @@ impl Settings {
                 "redis_timeout_ms",
                 (10..=60_000).contains(&self.redis_timeout_ms),
                 "must be between 10 and 60000".into(),
+            ),
+            (
+                "tracking_link_max_secs",
+                (60..=7 * 24 * 3600).contains(&self.tracking_link_max_secs),
+                "must be between 60 and 604800".into(),
             ),
             (
                 "store_queue_positions",
@@ -417,6 +429,15 @@ pub struct ServeArgs {
     #[arg(long, env = "INGEST_API_KEYS", hide_env_values = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_keys: Option<String>,
+    /// Dispatch API keys (same format as --api-keys): they alone create and
+    /// revoke customer tracking links [default: none, no one can].
+    #[arg(long, env = "INGEST_DISPATCH_API_KEYS", hide_env_values = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dispatch_api_keys: Option<String>,
+    /// Longest lifetime of a customer tracking link in seconds [default: 43200].
+    #[arg(long, env = "INGEST_TRACKING_LINK_MAX_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracking_link_max_secs: Option<u64>,
     /// Positions per request at most [default: 1000].
     #[arg(long, env = "INGEST_MAX_BATCH_POSITIONS")]
     #[serde(skip_serializing_if = "Option::is_none")]

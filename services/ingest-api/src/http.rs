@@ -12,14 +12,15 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use chrono::{SecondsFormat, Utc};
 use courier_model::position::{CourierId, Position, TimeRules};
 use futures::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::{ApiKey, ApiKeys};
-use crate::live::MAP_HTML;
+use crate::live::{MAP_HTML, TRACK_HTML};
 use crate::metrics::Metrics;
 use crate::payload::{BodyError, FIELDS, Rejection, parse_body};
 use crate::pipeline::ack::WriteError;
 use crate::pipeline::{Pipeline, SubmitError};
+use crate::store::links::{self, LinkRecord};
 use crate::store::{
     DEFAULT_NEAR_LIMIT, MAX_GEO_LAT, MAX_NEAR_LIMIT, MAX_RADIUS_M, NearQuery, PositionStore,
     StoreError, StoredPosition,
@@ -32,6 +33,10 @@ pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 pub struct AppState {
     /// API keys.
     pub keys: ApiKeys,
+    /// Dispatch API keys: the only ones that create and revoke tracking links.
+    pub dispatch_keys: ApiKeys,
+    /// Longest lifetime of a tracking link.
+    pub tracking_link_max: Duration,
     /// The write pipeline.
     pub pipeline: Arc<Pipeline>,
     /// Latest positions, nearby couriers and the live feed.
@@ -100,6 +105,9 @@ pub enum ApiError {
     /// Unknown courier.
     #[error("no position is known for courier {0}")]
     CourierNotFound(String),
+    /// No active tracking link for the token or link id (never says which).
+    #[error("no active tracking link")]
+    TrackingLinkNotFound,
     /// Unknown route.
     #[error("no route {0}")]
     NotFound(String),
@@ -157,7 +165,9 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Body(_) | Self::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
             Self::NoneValid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::CourierNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::CourierNotFound(_) | Self::NotFound(_) | Self::TrackingLinkNotFound => {
+                StatusCode::NOT_FOUND
+            }
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable { .. } | Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -196,6 +206,7 @@ impl ResponseError for ApiError {
             Self::InvalidParameter { .. } => "invalid_parameter",
             Self::NoneValid(_) => "no_valid_position",
             Self::CourierNotFound(_) => "courier_not_found",
+            Self::TrackingLinkNotFound => "tracking_link_not_found",
             Self::NotFound(_) => "not_found",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::Unavailable { .. } => "unavailable",
@@ -221,6 +232,15 @@ impl ResponseError for ApiError {
 }
 
 fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Arc<ApiKey>, ApiError> {
+    authenticate_with(req, &state.keys)
+}
+
+/// A dispatch key (not a courier-app key) of the request.
+fn authenticate_dispatch(req: &HttpRequest, state: &AppState) -> Result<Arc<ApiKey>, ApiError> {
+    authenticate_with(req, &state.dispatch_keys)
+}
+
+fn authenticate_with(req: &HttpRequest, keys: &ApiKeys) -> Result<Arc<ApiKey>, ApiError> {
     let token = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -230,10 +250,7 @@ fn authenticate(req: &HttpRequest, state: &AppState) -> Result<Arc<ApiKey>, ApiE
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         })
         .ok_or(ApiError::Unauthorized)?;
-    let key = state
-        .keys
-        .authenticate(token)
-        .ok_or(ApiError::Unauthorized)?;
+    let key = keys.authenticate(token).ok_or(ApiError::Unauthorized)?;
     key.check_rate().map_err(ApiError::RateLimited)?;
     Ok(key)
 }
@@ -499,6 +516,184 @@ pub async fn stream_positions(
         .streaming(state.pipeline.live().subscribe()))
 }
 
+/// Largest body of `POST /v1/tracking-links`.
+const LINK_BODY_MAX: usize = 4096;
+
+/// Body of `POST /v1/tracking-links`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkRequest {
+    order_id: String,
+    courier_id: String,
+    expires_at: String,
+}
+
+/// Checks a link request at `now`: the ids by courier-model's rules, and
+/// `expires_at` after `now` and within `max` of it.
+fn check_link_request(
+    req: &LinkRequest,
+    now: chrono::DateTime<Utc>,
+    max: Duration,
+) -> Result<LinkRecord, ApiError> {
+    let order_id = courier_model::position::OrderId::parse(&req.order_id).map_err(|e| {
+        ApiError::InvalidParameter {
+            field: "order_id",
+            message: e.message,
+        }
+    })?;
+    let courier_id = CourierId::parse(&req.courier_id).map_err(|e| ApiError::InvalidParameter {
+        field: "courier_id",
+        message: e.message,
+    })?;
+    let invalid = |message: String| ApiError::InvalidParameter {
+        field: "expires_at",
+        message,
+    };
+    let expires_at = chrono::DateTime::parse_from_rfc3339(&req.expires_at)
+        .map_err(|e| invalid(format!("must be an RFC 3339 time ({e})")))?
+        .with_timezone(&Utc);
+    if expires_at <= now {
+        return Err(invalid("must be in the future".into()));
+    }
+    let latest = now + chrono::TimeDelta::from_std(max).unwrap_or(chrono::TimeDelta::MAX);
+    if expires_at > latest {
+        return Err(invalid(format!(
+            "must be at most {} s from now (tracking_link_max_secs)",
+            max.as_secs()
+        )));
+    }
+    Ok(LinkRecord {
+        order_id: order_id.to_string(),
+        courier_id: courier_id.to_string(),
+        created_at: now,
+        expires_at,
+    })
+}
+
+/// `POST /v1/tracking-links` (dispatch key): a new customer tracking link
+/// for one order and the courier carrying it. The answer holds the token,
+/// once; the service keeps only its hash.
+pub async fn create_tracking_link(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let key = authenticate_dispatch(&req, &state)?;
+    check_json(&req)?;
+    let body = read_body(&req, payload, LINK_BODY_MAX).await?;
+    let request: LinkRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::Body(BodyError::Malformed {
+            message: e.to_string(),
+            line: e.line(),
+            column: e.column(),
+        })
+    })?;
+    let record = check_link_request(&request, Utc::now(), state.tracking_link_max)?;
+    let token = links::new_token();
+    let link_id = links::link_id(&token);
+    state.store.put_link(&link_id, &record).await?;
+    state.metrics.tracking_links_created.inc();
+    tracing::info!(
+        key = %key.name,
+        link_id = %link_id,
+        order_id = %record.order_id,
+        "tracking link created"
+    );
+    Ok(HttpResponse::Created()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({
+            "link_id": link_id,
+            "token": token,
+            "url": format!("/track/{token}"),
+            "api_url": format!("/v1/track/{token}"),
+            "order_id": record.order_id,
+            "courier_id": record.courier_id,
+            "expires_at": record.expires_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+        })))
+}
+
+/// `DELETE /v1/tracking-links/{link_id}` (dispatch key): ends the link now
+/// (at delivery, or a link sent by mistake).
+pub async fn revoke_tracking_link(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let key = authenticate_dispatch(&req, &state)?;
+    if !links::valid_link_id(&path) || !state.store.revoke_link(&path).await? {
+        return Err(ApiError::TrackingLinkNotFound);
+    }
+    state.metrics.tracking_links_revoked.inc();
+    tracing::info!(key = %key.name, link_id = %path.as_str(), "tracking link revoked");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `GET /v1/track/{token}` (no key: the token is the credential): while the
+/// link is active, the latest position of its courier and nothing else;
+/// otherwise `404` that says nothing about the courier. The token never
+/// reaches a log: the request logger records the route pattern only.
+pub async fn get_tracking(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let token = path.into_inner();
+    let link = if links::well_formed(&token) {
+        state.store.link(&links::link_id(&token)).await?
+    } else {
+        None
+    };
+    let Some(link) = link else {
+        state.metrics.tracking_links_not_found.inc();
+        return Err(ApiError::TrackingLinkNotFound);
+    };
+    let position = state.store.latest(&link.courier_id).await?;
+    // The store answered, but the link may have expired meanwhile.
+    let now = Utc::now();
+    if !link.active_at(now) {
+        state.metrics.tracking_links_not_found.inc();
+        return Err(ApiError::TrackingLinkNotFound);
+    }
+    state.metrics.tracking_links_served.inc();
+    let position = position.map(|p| {
+        let age = (now - p.recorded_at).num_milliseconds().max(0) as f64 / 1e3;
+        serde_json::json!({
+            "lat": p.lat,
+            "lon": p.lon,
+            "recorded_at": p.recorded_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            "age_secs": age,
+            "speed_mps": p.speed_mps,
+            "heading_deg": p.heading_deg,
+        })
+    });
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .json(serde_json::json!({
+            "order_id": link.order_id,
+            "expires_at": link.expires_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            "position": position,
+        })))
+}
+
+/// Content security policy of the tracking page: its inline script and
+/// style, requests to this origin only.
+const TRACK_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+    style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; \
+    form-action 'none'; frame-ancestors 'none'";
+
+/// `GET /track/{token}`: the customer's page. The same static page for
+/// every token (it asks `/v1/track/{token}` and shows what that answers),
+/// never cached and never sending its URL as a referrer.
+pub async fn tracking_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CONTENT_SECURITY_POLICY, TRACK_CSP))
+        .insert_header((header::REFERRER_POLICY, "no-referrer"))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header(("x-robots-tag", "noindex"))
+        .body(TRACK_HTML)
+}
+
 /// Content security policy of the map page: its own inline script and
 /// style, requests to this origin only; nothing from anywhere else.
 const MAP_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
@@ -595,8 +790,12 @@ fn method_not_allowed(
 
 /// Every route with the methods it serves (the `Allow` header of its `405`).
 /// The OpenAPI document has exactly these paths and methods (tested).
-pub const ROUTES: [(&str, &str); 9] = [
+pub const ROUTES: [(&str, &str); 13] = [
     ("/v1/positions", "POST"),
+    ("/v1/tracking-links", "POST"),
+    ("/v1/tracking-links/{link_id}", "DELETE"),
+    ("/v1/track/{token}", "GET"),
+    ("/track/{token}", "GET"),
     ("/v1/positions/stream", "GET"),
     ("/v1/couriers/near", "GET"),
     ("/v1/couriers/{courier_id}/position", "GET, HEAD"),
@@ -631,6 +830,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::resource("/v1/couriers/near")
             .route(web::get().to(get_near))
             .default_service(web::to(method_not_allowed(allowed("/v1/couriers/near")))),
+    )
+    .service(
+        web::resource("/v1/tracking-links")
+            .route(web::post().to(create_tracking_link))
+            .default_service(web::to(method_not_allowed(allowed("/v1/tracking-links")))),
+    )
+    .service(
+        web::resource("/v1/tracking-links/{link_id}")
+            .route(web::delete().to(revoke_tracking_link))
+            .default_service(web::to(method_not_allowed(allowed(
+                "/v1/tracking-links/{link_id}",
+            )))),
+    )
+    .service(
+        web::resource("/v1/track/{token}")
+            .route(web::get().to(get_tracking))
+            .default_service(web::to(method_not_allowed(allowed("/v1/track/{token}")))),
+    )
+    .service(
+        web::resource("/track/{token}")
+            .route(web::get().to(tracking_page))
+            .default_service(web::to(method_not_allowed(allowed("/track/{token}")))),
     )
     .service(
         web::resource("/v1/couriers/{courier_id}/position")
@@ -668,7 +889,9 @@ async fn head_ok(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Counts and times every request by route pattern and status, logs server
-/// errors, and closes connections once shutdown has begun.
+/// errors, and closes connections once shutdown has begun. It records the
+/// route *pattern* (`/v1/track/{token}`), never the path: a tracking token
+/// in a path reaches neither a log line nor a metric label.
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -730,6 +953,10 @@ mod openapi_contract {
     const LATEST: Op = ("/v1/couriers/{courier_id}/position", "get");
     const LATEST_HEAD: Op = ("/v1/couriers/{courier_id}/position", "head");
     const NEAR: Op = ("/v1/couriers/near", "get");
+    const LINK_CREATE: Op = ("/v1/tracking-links", "post");
+    const LINK_REVOKE: Op = ("/v1/tracking-links/{link_id}", "delete");
+    const TRACK: Op = ("/v1/track/{token}", "get");
+    const TRACK_PAGE: Op = ("/track/{token}", "get");
 
     fn doc() -> Value {
         serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON")
@@ -749,15 +976,32 @@ mod openapi_contract {
     fn operations_of(error: &ApiError) -> Vec<Op> {
         match error {
             ApiError::Unauthorized | ApiError::RateLimited(_) => {
-                vec![POST, STREAM, LATEST, LATEST_HEAD, NEAR]
+                vec![
+                    POST,
+                    STREAM,
+                    LATEST,
+                    LATEST_HEAD,
+                    NEAR,
+                    LINK_CREATE,
+                    LINK_REVOKE,
+                ]
             }
             ApiError::UnsupportedMediaType(_)
             | ApiError::PayloadTooLarge(_)
-            | ApiError::Body(_)
-            | ApiError::NoneValid(_) => vec![POST],
-            ApiError::InvalidParameter { .. } => vec![LATEST, LATEST_HEAD, NEAR],
+            | ApiError::Body(_) => vec![POST, LINK_CREATE],
+            ApiError::NoneValid(_) => vec![POST],
+            ApiError::InvalidParameter { .. } => vec![LATEST, LATEST_HEAD, NEAR, LINK_CREATE],
             ApiError::CourierNotFound(_) => vec![LATEST, LATEST_HEAD],
-            ApiError::StoreUnavailable(_) => vec![STREAM, LATEST, LATEST_HEAD, NEAR],
+            ApiError::TrackingLinkNotFound => vec![LINK_REVOKE, TRACK],
+            ApiError::StoreUnavailable(_) => vec![
+                STREAM,
+                LATEST,
+                LATEST_HEAD,
+                NEAR,
+                LINK_CREATE,
+                LINK_REVOKE,
+                TRACK,
+            ],
             // The default service, for paths that are no route at all.
             ApiError::NotFound(_) => vec![],
             // Checked per path below: the first method of each path
@@ -788,6 +1032,7 @@ mod openapi_contract {
                 rejected: vec![],
             }),
             ApiError::CourierNotFound("c".into()),
+            ApiError::TrackingLinkNotFound,
             ApiError::NotFound("GET /x".into()),
             ApiError::MethodNotAllowed("GET"),
             ApiError::StoreUnavailable(Duration::from_secs(1)),
@@ -828,7 +1073,11 @@ mod openapi_contract {
                 .next()
                 .unwrap_or_default()
                 .to_ascii_lowercase();
-            let first: &'static str = if first == "post" { "post" } else { "get" };
+            let first: &'static str = match first.as_str() {
+                "post" => "post",
+                "delete" => "delete",
+                _ => "get",
+            };
             assert!(
                 documented(&doc, (path, first)).contains(&405),
                 "{first} {path} does not document the 405 of other methods"
@@ -851,8 +1100,12 @@ mod openapi_contract {
             }
         }
         // Success and readiness answers of the handlers.
-        let successes: [(Op, u16); 14] = [
+        let successes: [(Op, u16); 18] = [
             (POST, StatusCode::ACCEPTED.as_u16()),
+            (LINK_CREATE, StatusCode::CREATED.as_u16()),
+            (LINK_REVOKE, StatusCode::NO_CONTENT.as_u16()),
+            (TRACK, 200),
+            (TRACK_PAGE, 200),
             (NEAR, 200),
             (STREAM, 200),
             (LATEST, 200),
@@ -942,6 +1195,52 @@ mod openapi_contract {
             );
             check_id_schema(&props["order_id"], &format!("{schema}.order_id"), order);
         }
+        let link = &schemas["TrackingLinkRequest"]["properties"];
+        check_id_schema(
+            &link["courier_id"],
+            "TrackingLinkRequest.courier_id",
+            courier,
+        );
+        check_id_schema(&link["order_id"], "TrackingLinkRequest.order_id", order);
+        check_id_schema(
+            &schemas["TrackingLink"]["properties"]["courier_id"],
+            "TrackingLink.courier_id",
+            courier,
+        );
+    }
+
+    /// The link request's rules: ids, and an expiry after now and within the
+    /// maximum lifetime; every broken rule names its field.
+    #[test]
+    fn tracking_link_requests_are_checked_field_by_field() {
+        let now = Utc::now();
+        let max = Duration::from_secs(3600);
+        let request = |order: &str, courier: &str, expires: chrono::DateTime<Utc>| LinkRequest {
+            order_id: order.into(),
+            courier_id: courier.into(),
+            expires_at: expires.to_rfc3339(),
+        };
+        let minute = chrono::TimeDelta::seconds(60);
+        let ok = check_link_request(&request("o-1", "c-1", now + minute), now, max).expect("ok");
+        assert_eq!(
+            (ok.order_id.as_str(), ok.courier_id.as_str()),
+            ("o-1", "c-1")
+        );
+        assert_eq!(ok.expires_at, now + minute);
+        let field = |r: LinkRequest| match check_link_request(&r, now, max) {
+            Err(ApiError::InvalidParameter { field, .. }) => field,
+            other => panic!("{r:?}: {other:?}"),
+        };
+        assert_eq!(field(request("o 1", "c-1", now + minute)), "order_id");
+        assert_eq!(field(request("o-1", "", now + minute)), "courier_id");
+        assert_eq!(field(request("o-1", "c-1", now)), "expires_at");
+        let too_late = now + chrono::TimeDelta::seconds(3601);
+        assert_eq!(field(request("o-1", "c-1", too_late)), "expires_at");
+        let at_max = now + chrono::TimeDelta::seconds(3600);
+        assert!(check_link_request(&request("o-1", "c-1", at_max), now, max).is_ok());
+        let mut garbled = request("o-1", "c-1", now + minute);
+        garbled.expires_at = "tomorrow".into();
+        assert_eq!(field(garbled), "expires_at");
     }
 
     #[test]

@@ -86,6 +86,16 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     /// Positions queued for the shared store.
     pub store_queued_positions: IntGauge,
+    /// Customer tracking links created.
+    pub tracking_links_created: IntCounter,
+    /// Customer tracking links revoked before they expired.
+    pub tracking_links_revoked: IntCounter,
+    /// Tracking link reads answered with the courier's position (or that
+    /// none is known yet).
+    pub tracking_links_served: IntCounter,
+    /// Tracking link reads answered 404: unknown, tampered, expired or
+    /// revoked token.
+    pub tracking_links_not_found: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -337,6 +347,26 @@ impl Metrics {
                 &r,
                 "ingest_store_queued_positions",
                 "Positions waiting for the shared position store.",
+            ),
+            tracking_links_created: counter(
+                &r,
+                "ingest_tracking_links_created_total",
+                "Customer tracking links created.",
+            ),
+            tracking_links_revoked: counter(
+                &r,
+                "ingest_tracking_links_revoked_total",
+                "Customer tracking links revoked before they expired.",
+            ),
+            tracking_links_served: counter(
+                &r,
+                "ingest_tracking_links_served_total",
+                "Tracking link reads answered with the courier's latest position.",
+            ),
+            tracking_links_not_found: counter(
+                &r,
+                "ingest_tracking_links_not_found_total",
+                "Tracking link reads answered 404 (unknown, tampered, expired or revoked).",
             ),
             registry: r,
         }

@@ -435,7 +435,7 @@ async fn the_openapi_document_is_served_and_matches_the_routes() {
             .map(|r| r.keys().cloned().collect())
             .unwrap_or_default()
     };
-    let produced: [(&str, &str, &[&str]); 8] = [
+    let produced: [(&str, &str, &[&str]); 12] = [
         (
             "/v1/positions",
             "post",
@@ -455,6 +455,15 @@ async fn the_openapi_document_is_served_and_matches_the_routes() {
         // Statuses produced in tests/live.rs.
         ("/v1/positions/stream", "get", &["200", "401", "405", "429"]),
         ("/map", "get", &["200", "405"]),
+        // Statuses produced in tests/tracking.rs.
+        ("/v1/tracking-links", "post", &["201", "400", "401"]),
+        (
+            "/v1/tracking-links/{link_id}",
+            "delete",
+            &["204", "401", "404"],
+        ),
+        ("/v1/track/{token}", "get", &["200", "404"]),
+        ("/track/{token}", "get", &["200"]),
     ];
     for (path, method, statuses) in produced {
         let docs = documented(path, method);
@@ -482,7 +491,7 @@ async fn the_openapi_document_is_served_and_matches_the_routes() {
             res.status()
         );
     }
-    assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(9));
+    assert_eq!(doc["paths"].as_object().map(|p| p.len()), Some(13));
 }
 
 #[actix_rt::test]

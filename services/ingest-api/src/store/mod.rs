@@ -16,6 +16,7 @@
 //! blocks and never fails (the Redis store queues them, bounded, and counts
 //! what it drops).
 
+pub mod links;
 pub mod redis;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pipeline::Pipeline;
 use crate::pipeline::tracker::Near;
+use links::{EmbeddedLinks, LinkRecord};
 
 /// Mean Earth radius Redis uses for its geo commands, in metres; the embedded
 /// store uses the same so both answer the same distances.
@@ -180,8 +182,8 @@ pub enum StoreError {
 
 /// The configured position store.
 pub enum PositionStore {
-    /// This process's tracker actors and live feed.
-    Embedded(Arc<Pipeline>),
+    /// This process's tracker actors and live feed, and its tracking links.
+    Embedded(Arc<Pipeline>, EmbeddedLinks),
     /// The shared Redis store.
     Redis(redis::RedisStore),
 }
@@ -190,7 +192,7 @@ impl PositionStore {
     /// `embedded` or `redis`.
     pub fn kind(&self) -> &'static str {
         match self {
-            Self::Embedded(_) => "embedded",
+            Self::Embedded(..) => "embedded",
             Self::Redis(_) => "redis",
         }
     }
@@ -199,7 +201,7 @@ impl PositionStore {
     /// Never blocks and never fails.
     pub fn observe(&self, positions: Vec<Position>) {
         match self {
-            Self::Embedded(pipeline) => pipeline.observe(positions),
+            Self::Embedded(pipeline, _) => pipeline.observe(positions),
             Self::Redis(store) => store.observe(positions),
         }
     }
@@ -207,7 +209,7 @@ impl PositionStore {
     /// The latest position of a courier, if one is known.
     pub async fn latest(&self, courier_id: &str) -> Result<Option<StoredPosition>, StoreError> {
         match self {
-            Self::Embedded(pipeline) => Ok(pipeline
+            Self::Embedded(pipeline, _) => Ok(pipeline
                 .latest(courier_id)
                 .await
                 .map(|p| StoredPosition::from(&p))),
@@ -218,7 +220,7 @@ impl PositionStore {
     /// The couriers within the query's radius, nearest first.
     pub async fn near(&self, query: NearQuery) -> Result<Vec<NearbyCourier>, StoreError> {
         match self {
-            Self::Embedded(pipeline) => {
+            Self::Embedded(pipeline, _) => {
                 let mut all = Vec::new();
                 let asks = pipeline
                     .trackers()
@@ -241,11 +243,36 @@ impl PositionStore {
         }
     }
 
+    /// Keeps a customer tracking link under `link_id` until its `expires_at`.
+    pub async fn put_link(&self, link_id: &str, record: &LinkRecord) -> Result<(), StoreError> {
+        match self {
+            Self::Embedded(_, links) => links.put(link_id.to_owned(), record.clone()),
+            Self::Redis(store) => store.put_link(link_id, record).await,
+        }
+    }
+
+    /// The tracking link `link_id`, while it is active (not expired, not
+    /// revoked).
+    pub async fn link(&self, link_id: &str) -> Result<Option<LinkRecord>, StoreError> {
+        match self {
+            Self::Embedded(_, links) => Ok(links.get(link_id)),
+            Self::Redis(store) => store.get_link(link_id).await,
+        }
+    }
+
+    /// Ends the tracking link `link_id` now; whether an active one was there.
+    pub async fn revoke_link(&self, link_id: &str) -> Result<bool, StoreError> {
+        match self {
+            Self::Embedded(_, links) => Ok(links.remove(link_id)),
+            Self::Redis(store) => store.delete_link(link_id).await,
+        }
+    }
+
     /// Whether the live feed can serve new viewers now (the Redis store:
     /// subscribed to the shared feed).
     pub fn live_available(&self) -> bool {
         match self {
-            Self::Embedded(_) => true,
+            Self::Embedded(..) => true,
             Self::Redis(store) => store.subscribed(),
         }
     }

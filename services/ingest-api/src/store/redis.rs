@@ -9,6 +9,7 @@
 //! | `P geo` | geo set | each courier at its latest position |
 //! | `P seen` | sorted set | each courier by when it was last heard of (ms), to drop silent ones from `P geo` |
 //! | `P live` | channel | the live feed: each batch as ready server-sent event frames |
+//! | `P link:<link_id>` | string | a customer tracking link ([`super::links::LinkRecord`] as JSON), keyed by the SHA-256 of its token; expires at the link's `expires_at` (`PXAT`) |
 //!
 //! Writes: [`RedisStore::observe`] puts positions on a bounded queue (counted
 //! in positions, `store_queue_positions`) and returns; one task drains it, up
@@ -35,6 +36,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo, Script};
 use tokio::sync::mpsc;
 
+use super::links::LinkRecord;
 use super::{MAX_GEO_LAT, NearQuery, NearbyCourier, StoreError, StoredPosition};
 use crate::live::frame;
 use crate::metrics::Metrics;
@@ -143,6 +145,7 @@ struct Keys {
     geo: String,
     seen: String,
     channel: String,
+    link: String,
 }
 
 impl Keys {
@@ -152,7 +155,12 @@ impl Keys {
             geo: format!("{prefix}geo"),
             seen: format!("{prefix}seen"),
             channel: format!("{prefix}live"),
+            link: format!("{prefix}link:"),
         }
+    }
+
+    fn link(&self, link_id: &str) -> String {
+        format!("{}{link_id}", self.link)
     }
 
     fn position(&self, courier_id: &str) -> String {
@@ -276,6 +284,45 @@ impl RedisStore {
                 Ok(NearbyCourier::new(&p, d, now))
             })
             .collect()
+    }
+
+    /// Keeps a tracking link until its `expires_at`.
+    pub async fn put_link(&self, link_id: &str, record: &LinkRecord) -> Result<(), StoreError> {
+        let s = &self.shared;
+        let mut conn = s.conn.clone();
+        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(s.keys.link(link_id))
+            .arg(json)
+            .arg("PXAT")
+            .arg(record.expires_at.timestamp_millis());
+        s.call("link_put", cmd.query_async::<()>(&mut conn)).await
+    }
+
+    /// A tracking link, while it is active.
+    pub async fn get_link(&self, link_id: &str) -> Result<Option<LinkRecord>, StoreError> {
+        let s = &self.shared;
+        let mut conn = s.conn.clone();
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(s.keys.link(link_id));
+        let json: Option<String> = s.call("link_get", cmd.query_async(&mut conn)).await?;
+        let record = json
+            .map(|j| {
+                serde_json::from_str::<LinkRecord>(&j)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .transpose()?;
+        Ok(record.filter(|r| r.active_at(Utc::now())))
+    }
+
+    /// Ends a tracking link; whether one was there.
+    pub async fn delete_link(&self, link_id: &str) -> Result<bool, StoreError> {
+        let s = &self.shared;
+        let mut conn = s.conn.clone();
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(s.keys.link(link_id));
+        let n: i64 = s.call("link_delete", cmd.query_async(&mut conn)).await?;
+        Ok(n > 0)
     }
 
     /// Whether the live feed subscription is up.
