@@ -520,15 +520,15 @@ mod tests {
     use courier_stream::local::{LocalOptions, LocalStream};
 
     fn position(courier: &str) -> Position {
+        position_at(courier, 1.0)
+    }
+
+    fn position_at(courier: &str, lat: f64) -> Position {
         let now = chrono::Utc::now();
         let unchecked = UncheckedPosition {
             courier_id: Some(courier),
             lat: Some(lat),
             lon: Some(2.0),
-        position_at(courier, 1.0)
-    }
-
-    fn position_at(courier: &str, lat: f64) -> Position {
             recorded_at: Some(now),
             ..UncheckedPosition::default()
         };
@@ -634,7 +634,6 @@ mod tests {
         );
         pipeline.stop();
     }
-}
 
     /// The local stream behind a gate: every put waits until the test lets
     /// it through (`open`), and the first `fail_entries` record entries of
@@ -955,3 +954,4 @@ mod tests {
         assert_eq!(lats, vec![0.0, 1.0, 2.0, 3.0, 4.0]);
         pipeline.stop();
     }
+}
