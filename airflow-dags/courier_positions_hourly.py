@@ -182,7 +182,8 @@ def plan_load(raw_runs, after_version: int, compact_reports=None, manifest_prefi
         counts = {k: int(r["report"][k]) for k in COUNT_KEYS}
         plan.append({"table_version": version, "run": int(r["run"]), **counts, "files_added": files,
                      "manifest": r["manifest"] if files > 0 else None,
-                     "dead_letter_file": r["report"].get("dead_letter_file")})  # fmt: skip
+                     "dead_letter_file": r["report"].get("dead_letter_file"),
+                     "dead_letter_reasons": r["report"].get("dead_letter_reasons")})  # fmt: skip
     plan.sort(key=lambda r: r["table_version"])
     versions = [r["table_version"] for r in plan]
     if len(set(versions)) != len(versions):
@@ -359,6 +360,28 @@ def reconcile_ledger(rows: list[dict]) -> list[str]:
                 f"+ batch_duplicates_skipped {r['batch_duplicates_skipped']}"
             )
     return broken
+
+
+def dead_letter_warning(dead: int, runs: list[dict]) -> str:
+    """The warning for a load with dead letters: their count, their reasons and their
+    files. The reasons come from each run's counts (the compactor counts them by rule,
+    without values); only a run that carries none (written by an older compactor) has
+    its file read, which the MWAA role may not do in AWS mode (the files hold raw
+    payloads), so such a file's reasons show as unreadable there."""
+    from collections import Counter
+
+    reasons: Counter = Counter()
+    unread = []
+    for r in runs:
+        if r.get("dead_letter_reasons") is not None:
+            reasons.update({k: int(v) for k, v in r["dead_letter_reasons"].items()})
+        elif r.get("dead_letter_file"):
+            unread.append(r["dead_letter_file"])
+    if unread:
+        reasons.update(dead_letter_summary(unread))
+    files = [r["dead_letter_file"] for r in runs if r.get("dead_letter_file")]
+    by_reason = json.dumps(dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))))
+    return f"{dead} positions or records dead-lettered; by reason: {by_reason} (files: {files})"
 
 
 def dead_letter_summary(files: list[str], limit: int = 100_000) -> dict[str, int]:
@@ -605,9 +628,7 @@ def courier_positions_hourly():
             raise ValueError("the load does not reconcile:\n  " + "\n  ".join(broken))
         dead = sum(r["dead_lettered"] for r in rows)
         if dead:
-            files = [r["dead_letter_file"] for r in plan["runs"] if r.get("dead_letter_file")]
-            log.warning("%d positions or records dead-lettered; by reason: %s (files: %s)",
-                        dead, json.dumps(dead_letter_summary(files)), files)  # fmt: skip
+            log.warning(dead_letter_warning(dead, plan["runs"]))
         return rows
 
     check_duplicates = SQLCheckOperator(

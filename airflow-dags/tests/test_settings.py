@@ -161,7 +161,8 @@ def test_run_list_becomes_an_ordered_load_plan():
     assert plan["runs"][2]["manifest"] is None
     assert plan["runs"][0] | {"manifest": None} == {
         "table_version": 4, "run": 4, "records_read": 1, "positions_decoded": 3, "duplicates_dropped": 1,
-        "dead_lettered": 0, "rows_written": 2, "files_added": 1, "manifest": None, "dead_letter_file": None}
+        "dead_lettered": 0, "rows_written": 2, "files_added": 1, "manifest": None, "dead_letter_file": None,
+        "dead_letter_reasons": None}
     with pytest.raises(ValueError, match="report.duplicates_dropped"):
         hourly.plan_load([{**run(4, 1), "report": {"rows_written": 1}}], 3)
     assert hourly.plan_load("[]", 7) == {"after_version": 7, "table_version": 7, "runs": [], "rows_written": 0}
@@ -343,3 +344,23 @@ def test_an_alert_names_the_dag_the_task_the_run_and_a_log_link(clean_courier_en
                  "/dags/courier_positions_hourly/runs/scheduled__2026-12-01T10%3A00%3A00%2B00%3A00"
                  "/tasks/load_positions?try_number=3"):  # fmt: skip
         assert part in message, part
+
+
+def test_dead_letters_warn_with_their_count_reasons_and_files(tmp_path):
+    # A run of the current compactor carries its reasons; an older run's file is read.
+    older = tmp_path / "run-1.jsonl"
+    older.write_text(json.dumps({"kind": "invalid", "reasons": ["lat: must be between -90 and 90"]}) + "\n")
+    runs = [
+        {"dead_letter_file": "s3://lake/positions_dead_letter/run-2-a.jsonl",
+         "dead_letter_reasons": {"undecodable record": 2, "lat: must be between -90 and 90": 1}},
+        {"dead_letter_file": str(older), "dead_letter_reasons": None},
+        {"dead_letter_file": None, "dead_letter_reasons": {}},
+    ]  # fmt: skip
+    message = hourly.dead_letter_warning(4, runs)
+    assert message.startswith("4 positions or records dead-lettered; by reason: ")
+    reasons = json.loads(message.split("by reason: ", 1)[1].split(" (files: ")[0])
+    assert reasons == {"undecodable record": 2, "lat: must be between -90 and 90": 1,
+                       "invalid: lat: must be between -90 and 90": 1}  # fmt: skip
+    assert "s3://lake/positions_dead_letter/run-2-a.jsonl" in message and str(older) in message
+    # The S3 file of a run with reasons is never read (it would fail here: no connection).
+    assert "unreadable" not in message

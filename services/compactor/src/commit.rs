@@ -192,6 +192,7 @@ impl Prepared {
             "rows_written": r.rows_written,
             "files_added": r.files_added,
             "dead_letter_file": r.dead_letter_file,
+            "dead_letter_reasons": r.dead_letter_reasons,
         })
     }
 

@@ -133,6 +133,10 @@ pub struct RunReport {
     pub manifest: Option<String>,
     /// The dead-letter file, if any.
     pub dead_letter_file: Option<String>,
+    /// Dead letters by reason: `field: rule` for each rule an invalid
+    /// position broke (a position breaking two counts under both), or
+    /// `undecodable record`; at most 64 keys, the rest as `other reasons`.
+    pub dead_letter_reasons: BTreeMap<String, u64>,
     /// Shards not read because a parent shard is not read to its end yet
     /// (resharding; they are read by a later run).
     pub shards_deferred: Vec<String>,
@@ -270,7 +274,7 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
     }
     let Reading {
         rows,
-        dead,
+        mut dead,
         mut report,
         progress,
     } = reading;
@@ -280,6 +284,7 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
     report.duplicates_dropped = written.duplicates;
     let (adds, ids_file) = (written.adds, written.ids_file);
     report.dead_lettered = dead.count;
+    report.dead_letter_reasons = std::mem::take(&mut dead.reasons);
     report.dead_letter_file = dead.finish().await?;
     report.files_added = adds.len() as u64;
     report.table_version = state.version;
