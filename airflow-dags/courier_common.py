@@ -74,6 +74,14 @@ SETTINGS: dict[str, str | None] = {
     "optimize_target_file_mib": "128",
     "optimize_min_files": "2",
     "vacuum_retention_hours": "168",
+    # retention policy, days per tier (courier_positions_maintenance; Terraform sets them as
+    # courier.<tier>_retention_days from terraform/envs/<env>/terraform.tfvars). No default in
+    # AWS mode: a missing one fails the run instead of deleting by a guess. Local mode:
+    # RETENTION_LOCAL_DEFAULTS (the dev environment's policy).
+    "lake_retention_days": None,  # Delta event_date partitions older than today - N are removed
+    "dead_letter_retention_days": None,  # local mode: dead-letter files older than N days (AWS: S3 lifecycle)
+    "warehouse_raw_retention_days": None,  # courier.positions rows with event_date before today - N
+    "gold_retention_days": None,  # courier_gold rows with event_date before today - N
 }
 
 
@@ -531,3 +539,80 @@ def lake_warehouse_mismatches(lake: dict[str, int], warehouse: dict[str, dict], 
         if rows != inserted:
             broken.append(f"event_date {date}: courier.positions holds {rows} rows, the load ledger inserted {inserted}")
     return broken
+
+# --- the retention policy (courier_positions_maintenance) -----------------------------------
+
+# Local mode's policy when a tier is not set: the dev environment's (terraform/envs/dev).
+RETENTION_LOCAL_DEFAULTS = {"lake": 30, "dead_letter": 14, "warehouse_raw": 30, "gold": 90}
+
+
+def _retention_days(tier: str, value: str | None) -> int:
+    key = f"{tier}_retention_days"
+    if value is None or str(value).strip() == "":
+        raise ValueError(f"no {key} setting: AWS mode never deletes by a default. Set the {tier} retention in "
+                         f"terraform/envs/<env>/terraform.tfvars (Airflow option courier.{key}), or the Variable "
+                         f"courier_{key}")  # fmt: skip
+    try:
+        days = int(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{key} must be a whole number of days, got {value!r}") from None
+    if days < 1:
+        raise ValueError(f"{key} must be at least 1 day, got {days}")
+    return days
+
+
+def retention_policy(now: datetime) -> dict:
+    """The retention policy at `now` (UTC): per tier its days and its cutoff date. A row or
+    partition is expired when its `event_date` (UTC) is before the cutoff, today - days, so
+    a policy of N days keeps today and the N days before it. `compare_from`: the first date
+    inside both the lake's and the warehouse's raw windows (the daily lake-versus-warehouse
+    check compares only those dates). The four day counts come from settings (Terraform in
+    AWS mode, where none has a default; RETENTION_LOCAL_DEFAULTS in local mode)."""
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=timezone.utc)
+    now = now.astimezone(timezone.utc)
+    local = local_mode()
+
+    def default(tier: str) -> str | None:
+        return str(RETENTION_LOCAL_DEFAULTS[tier]) if local else None
+
+    days = {
+        "lake": _retention_days("lake", setting("lake_retention_days", default("lake"))),
+        "dead_letter": _retention_days("dead_letter", setting("dead_letter_retention_days", default("dead_letter"))),
+        "warehouse_raw": _retention_days("warehouse_raw", setting("warehouse_raw_retention_days",
+                                                                  default("warehouse_raw"))),
+        "gold": _retention_days("gold", setting("gold_retention_days", default("gold"))),
+    }  # fmt: skip
+    today = now.date()
+    policy = {"now": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "today": today.isoformat()}
+    for tier, n in days.items():
+        policy[f"{tier}_retention_days"] = n
+        policy[f"{tier}_cutoff"] = (today - timedelta(days=n)).isoformat()
+    policy["compare_from"] = max(policy["lake_cutoff"], policy["warehouse_raw_cutoff"])
+    return policy
+
+
+def retention_dead_letter_uri() -> str:
+    """Local mode: the dead-letter directory `compactor run` writes to (the `dead_letter_uri`
+    setting, else the compactor's default `<table_uri>_dead_letter`: compact_local passes none)."""
+    return setting("dead_letter_uri", f"{local_paths()['table_uri'].rstrip('/')}_dead_letter")
+
+
+def check_retention_report(report, policy: dict) -> dict:
+    """The JSON report of `compactor retention`, checked against the policy the DAG run
+    computed: the compactor must have cut at the same date (the warehouse and the daily check
+    use it too) and removed no partition inside the window. Returns the report."""
+    if not isinstance(report, dict):
+        raise ValueError(f"compactor retention report is not a JSON object: {report!r}")
+    missing = [k for k in ("cutoff_date", "partitions_removed", "files_removed", "rows_removed") if k not in report]
+    if missing:
+        raise ValueError(f"compactor retention report lacks {missing}: {report!r}")
+    if str(report["cutoff_date"]) != policy["lake_cutoff"]:
+        raise ValueError(f"compactor retention cut the lake at {report['cutoff_date']}, the DAG run's policy at "
+                         f"{policy['lake_cutoff']} ({policy['lake_retention_days']} days before {policy['today']}): "
+                         "check the compactor's --now and --keep-days")  # fmt: skip
+    too_new = [p for p in report["partitions_removed"] if str(p).rpartition("=")[2] >= policy["lake_cutoff"]]
+    if too_new:
+        raise ValueError(f"compactor retention removed partitions inside the window (from {policy['lake_cutoff']} "
+                         f"on): {too_new}")  # fmt: skip
+    return report

@@ -37,4 +37,30 @@ run "apply" {
     condition     = output.compactor_task_definition_family == "courier-${var.environment}-compactor"
     error_message = "the compactor task definition is registered under its family"
   }
+
+  # The retention policy, declared once in terraform.tfvars, reaches every tier:
+  # the stream, the dead-letter lifecycle rule, and the maintenance DAG's settings.
+  assert {
+    condition     = module.stream.retention_hours == var.stream_retention_hours
+    error_message = "the stream keeps its records stream_retention_hours"
+  }
+
+  assert {
+    condition = module.lake.dead_letter_lifecycle == {
+      prefix          = "${module.lake.dead_letter_prefix}/"
+      expiration_days = var.dead_letter_expiration_days
+      noncurrent_days = 1
+    }
+    error_message = "dead letters expire after dead_letter_expiration_days on the dead-letter prefix"
+  }
+
+  assert {
+    condition = module.orchestration.retention_settings == {
+      "courier.lake_retention_days"          = tostring(var.lake_retention_days)
+      "courier.dead_letter_retention_days"   = tostring(var.dead_letter_expiration_days)
+      "courier.warehouse_raw_retention_days" = tostring(var.warehouse_raw_retention_days)
+      "courier.gold_retention_days"          = tostring(var.gold_retention_days)
+    }
+    error_message = "the maintenance DAG gets the lake, dead-letter, warehouse raw and gold retention of the environment"
+  }
 }

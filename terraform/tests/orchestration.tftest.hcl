@@ -24,6 +24,13 @@ variables {
   table_prefix                     = "tables/positions"
   manifest_prefix                  = "manifests"
   lake_kms_key_arn                 = "arn:aws:kms:eu-west-1:123456789012:key/11111111-1111-1111-1111-111111111111"
+
+  retention = {
+    lake_days          = 30
+    dead_letter_days   = 14
+    warehouse_raw_days = 21
+    gold_days          = 90
+  }
 }
 
 run "orchestration" {

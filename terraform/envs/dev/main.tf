@@ -213,4 +213,12 @@ module "orchestration" {
     "courier.manifest_uri"              = module.lake.manifest_uri
     "courier.alerts_topic_arn"          = module.monitoring.alerts_topic_arn
   }
+
+  # The retention policy the maintenance DAG enforces (courier.<tier>_retention_days).
+  retention = {
+    lake_days          = var.lake_retention_days
+    dead_letter_days   = var.dead_letter_expiration_days
+    warehouse_raw_days = var.warehouse_raw_retention_days
+    gold_days          = var.gold_retention_days
+  }
 }

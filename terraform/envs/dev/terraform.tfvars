@@ -7,13 +7,20 @@ availability_zones = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
 single_nat_gateway = true
 log_retention_days = 14
 
-stream_mode            = "ON_DEMAND"
-stream_shard_count     = 1 # ignored with ON_DEMAND
-stream_retention_hours = 24
+stream_mode        = "ON_DEMAND"
+stream_shard_count = 1 # ignored with ON_DEMAND
 
-dead_letter_expiration_days = 14
-force_destroy_buckets       = true
-ecr_images_to_keep          = 10
+# Retention policy, one setting per tier (docs/operations.md, "Retention"):
+# stream, lake (Delta partitions), dead letters (S3 lifecycle), warehouse raw
+# positions, gold tables. Enforced by Kinesis, S3 and the daily maintenance DAG.
+stream_retention_hours       = 24
+lake_retention_days          = 30
+dead_letter_expiration_days  = 14
+warehouse_raw_retention_days = 30
+gold_retention_days          = 90
+
+force_destroy_buckets = true
+ecr_images_to_keep    = 10
 
 alb_deletion_protection = false
 enable_waf              = true

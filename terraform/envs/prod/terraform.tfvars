@@ -8,13 +8,20 @@ availability_zones = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
 single_nat_gateway = false
 log_retention_days = 365
 
-stream_mode            = "PROVISIONED"
-stream_shard_count     = 1 # scripts/capacity.py --env prod
-stream_retention_hours = 168
+stream_mode        = "PROVISIONED"
+stream_shard_count = 1 # scripts/capacity.py --env prod
 
-dead_letter_expiration_days = 90
-force_destroy_buckets       = false
-ecr_images_to_keep          = 50
+# Retention policy, one setting per tier (docs/operations.md, "Retention"):
+# stream, lake (Delta partitions), dead letters (S3 lifecycle), warehouse raw
+# positions, gold tables. Enforced by Kinesis, S3 and the daily maintenance DAG.
+stream_retention_hours       = 168
+lake_retention_days          = 90
+dead_letter_expiration_days  = 90
+warehouse_raw_retention_days = 90
+gold_retention_days          = 730
+
+force_destroy_buckets = false
+ecr_images_to_keep    = 50
 
 alb_deletion_protection = true
 enable_waf              = true

@@ -92,14 +92,51 @@ variable "stream_shard_count" {
   default     = 1
 }
 
+# --- Retention policy: one setting per tier (docs/operations.md, "Retention") ---
+
 variable "stream_retention_hours" {
-  description = "Kinesis retention in hours."
+  description = "Retention of the stream tier: hours records stay readable in the Kinesis stream (its retention_period)."
   type        = number
 }
 
-variable "dead_letter_expiration_days" {
-  description = "Days dead-letter records are kept in the lake bucket."
+variable "lake_retention_days" {
+  description = "Retention of the lake tier: the maintenance DAG removes the Delta table's event_date partitions older than today minus this many days (compactor retention), then vacuum deletes their files."
   type        = number
+
+  validation {
+    condition     = var.lake_retention_days >= 1 && var.lake_retention_days * 24 >= var.stream_retention_hours
+    error_message = "lake_retention_days must be at least 1 and cover the stream retention (stream_retention_hours / 24): a replay from the stream must not write partitions that are already expired."
+  }
+}
+
+variable "dead_letter_expiration_days" {
+  description = "Retention of the dead-letter tier: days dead-letter records are kept in the lake bucket (S3 lifecycle rule on the dead-letter prefix)."
+  type        = number
+
+  validation {
+    condition     = var.dead_letter_expiration_days >= 1 && var.dead_letter_expiration_days <= var.lake_retention_days
+    error_message = "dead_letter_expiration_days must be at least 1 and at most lake_retention_days: dead letters hold raw payloads and must not outlive the positions."
+  }
+}
+
+variable "warehouse_raw_retention_days" {
+  description = "Retention of the warehouse's raw positions: the maintenance DAG deletes the courier.positions rows whose event_date is older than today minus this many days."
+  type        = number
+
+  validation {
+    condition     = var.warehouse_raw_retention_days >= 1 && var.warehouse_raw_retention_days <= var.lake_retention_days
+    error_message = "warehouse_raw_retention_days must be at least 1 and at most lake_retention_days (the warehouse is reloaded from the lake)."
+  }
+}
+
+variable "gold_retention_days" {
+  description = "Retention of the gold tables (courier_gold.courier_daily, courier_gold.positions_hourly): the maintenance DAG deletes their rows whose event_date is older than today minus this many days."
+  type        = number
+
+  validation {
+    condition     = var.gold_retention_days >= var.warehouse_raw_retention_days
+    error_message = "gold_retention_days must be at least warehouse_raw_retention_days: gold rows are computed from the raw positions of their date."
+  }
 }
 
 variable "force_destroy_buckets" {

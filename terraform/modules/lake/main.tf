@@ -279,6 +279,10 @@ resource "aws_s3_bucket_lifecycle_configuration" "lake" {
     }
   }
 
+  # The dead-letter tier of the retention policy: dead letters hold raw
+  # payloads (personal data). The bucket is versioned, so expiration leaves a
+  # noncurrent version behind: it goes dead_letter_noncurrent_days later (the
+  # shorter of two overlapping expirations wins over the bucket-wide rule).
   rule {
     id     = "expire-dead-letter"
     status = "Enabled"
@@ -289,6 +293,10 @@ resource "aws_s3_bucket_lifecycle_configuration" "lake" {
 
     expiration {
       days = var.dead_letter_expiration_days
+    }
+
+    noncurrent_version_expiration {
+      noncurrent_days = var.dead_letter_noncurrent_days
     }
   }
 

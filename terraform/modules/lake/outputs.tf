@@ -65,3 +65,14 @@ output "s3_access_logs_prefix" {
   description = "Key prefix in the access-logs bucket under which S3 server access logs land (one sub-prefix per source bucket)."
   value       = local.s3_access_logs_prefix
 }
+
+output "dead_letter_lifecycle" {
+  description = "The lifecycle rule expiring dead letters, as applied: its key prefix, the days after which current versions expire and the days noncurrent versions are kept."
+  value = one([
+    for r in aws_s3_bucket_lifecycle_configuration.lake.rule : {
+      prefix          = one(r.filter).prefix
+      expiration_days = one(r.expiration).days
+      noncurrent_days = one(r.noncurrent_version_expiration).noncurrent_days
+    } if r.id == "expire-dead-letter"
+  ])
+}

@@ -81,13 +81,24 @@ variable "abort_incomplete_multipart_days" {
 }
 
 variable "dead_letter_expiration_days" {
-  description = "Days after which dead-letter records expire."
+  description = "Days after which dead-letter records expire (the dead-letter tier of the retention policy; lifecycle rule expire-dead-letter on dead_letter_prefix)."
   type        = number
   default     = 30
 
   validation {
     condition     = var.dead_letter_expiration_days >= 1
     error_message = "dead_letter_expiration_days must be at least 1."
+  }
+}
+
+variable "dead_letter_noncurrent_days" {
+  description = "Days after which the noncurrent versions of expired or overwritten dead-letter records are removed for good (the bucket is versioned)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.dead_letter_noncurrent_days >= 1
+    error_message = "dead_letter_noncurrent_days must be at least 1."
   }
 }
 

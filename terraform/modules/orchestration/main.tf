@@ -17,9 +17,19 @@ locals {
   reports_prefix   = "${var.table_prefix}/_reports"
   delta_log_prefix = "${var.table_prefix}/_delta_log"
 
+  # The retention policy the maintenance DAG enforces (courier_common.retention_policy),
+  # as `courier` settings. Merged last: airflow_configuration_options cannot
+  # override it, so the environment declares it in one place (var.retention).
+  retention_options = {
+    "courier.lake_retention_days"          = tostring(var.retention.lake_days)
+    "courier.dead_letter_retention_days"   = tostring(var.retention.dead_letter_days)
+    "courier.warehouse_raw_retention_days" = tostring(var.retention.warehouse_raw_days)
+    "courier.gold_retention_days"          = tostring(var.retention.gold_days)
+  }
+
   airflow_configuration_options = merge({
     "core.load_examples" = "False"
-  }, var.airflow_configuration_options)
+  }, var.airflow_configuration_options, local.retention_options)
 }
 
 ################################################################################

@@ -37,3 +37,8 @@ output "kms_key_arn" {
   description = "ARN of the KMS key encrypting the environment, its logs and the DAG bucket."
   value       = aws_kms_key.mwaa.arn
 }
+
+output "retention_settings" {
+  description = "The retention policy as the DAGs read it: the `courier.<tier>_retention_days` Airflow configuration options set on the environment."
+  value       = local.retention_options
+}

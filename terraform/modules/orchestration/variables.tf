@@ -69,6 +69,31 @@ variable "airflow_configuration_options" {
   default     = {}
 }
 
+variable "retention" {
+  description = "Retention policy in days, enforced daily by the courier_positions_maintenance DAG and set as `courier` settings: lake_days (Delta event_date partitions older than today - N are removed, then vacuumed), warehouse_raw_days (courier.positions rows), gold_days (courier_gold tables), dead_letter_days (the lake bucket's lifecycle rule expires them in AWS; the DAG only in local mode). See docs/operations.md, \"Retention\"."
+  type = object({
+    lake_days          = number
+    dead_letter_days   = number
+    warehouse_raw_days = number
+    gold_days          = number
+  })
+
+  validation {
+    condition     = alltrue([for d in values(var.retention) : d >= 1 && floor(d) == d])
+    error_message = "every retention is a whole number of days, at least 1."
+  }
+
+  validation {
+    condition     = var.retention.warehouse_raw_days <= var.retention.lake_days
+    error_message = "retention.warehouse_raw_days must not exceed retention.lake_days: the lake is the source the warehouse is reloaded from."
+  }
+
+  validation {
+    condition     = var.retention.gold_days >= var.retention.warehouse_raw_days
+    error_message = "retention.gold_days must be at least retention.warehouse_raw_days: gold rows are computed from the raw positions of their date."
+  }
+}
+
 variable "weekly_maintenance_window_start" {
   description = "Start of the weekly maintenance window, \"DDD:HH:MM\" in UTC."
   type        = string

@@ -17,3 +17,8 @@ output "kms_key_arn" {
   description = "ARN of the customer managed KMS key encrypting the stream."
   value       = aws_kms_key.stream.arn
 }
+
+output "retention_hours" {
+  description = "Hours records stay readable in the stream (the stream tier of the retention policy, as set on the stream)."
+  value       = aws_kinesis_stream.this.retention_period
+}

@@ -31,7 +31,7 @@ variable "shard_count" {
 }
 
 variable "retention_hours" {
-  description = "How long records stay readable in the stream, in hours (24 to 8760). Must exceed the longest compactor outage you want to survive."
+  description = "How long records stay readable in the stream, in hours (24 to 8760): the stream tier of the retention policy (docs/operations.md, \"Retention\"). Must exceed the longest compactor outage you want to survive."
   type        = number
   default     = 24
 
