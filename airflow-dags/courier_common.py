@@ -82,6 +82,9 @@ SETTINGS: dict[str, str | None] = {
     "dead_letter_retention_days": None,  # local mode: dead-letter files older than N days (AWS: S3 lifecycle)
     "warehouse_raw_retention_days": None,  # courier.positions rows with event_date before today - N
     "gold_retention_days": None,  # courier_gold rows with event_date before today - N
+    # erasure and reload (courier_erasure.py, courier_reload.py)
+    "dead_letter_uri": None,  # local mode: the dead letters erase rewrites (default: the compactor's, <table_uri>_dead_letter)
+    "reload_manifest_uri": None,  # AWS mode: where the reload writes its COPY manifest (default <reports_uri>/reload-manifests)
 }
 
 
@@ -539,6 +542,73 @@ def lake_warehouse_mismatches(lake: dict[str, int], warehouse: dict[str, dict], 
         if rows != inserted:
             broken.append(f"event_date {date}: courier.positions holds {rows} rows, the load ledger inserted {inserted}")
     return broken
+
+
+# --- the lake's files and runs per table version (erasure and reload) ------------------------
+
+
+def lake_active_files(table_uri: str, version: int) -> dict[str, tuple[dict, str | None, int | None]]:
+    """The data files of the Delta table at `table_uri` active at table `version`, from the
+    Delta log alone (the newest complete checkpoint at or before it, then the JSON
+    commits): path (relative to the table, URL-encoded as in the log) -> (partition
+    values, stats JSON, size in bytes)."""
+    log = _LakeLog(table_uri)
+    names = log.names()
+    commits = {int(m.group(1)): n for n in names if (m := _COMMIT.match(n))}
+    parts: dict[int, dict[int, str]] = {}
+    totals: dict[int, int] = {}
+    for n in names:
+        if m := _CHECKPOINT.match(n):
+            v = int(m.group(1))
+            parts.setdefault(v, {})[int(m.group(2) or 1)] = n
+            totals[v] = int(m.group(3) or 1)
+    complete = [v for v, p in parts.items() if v <= version and len(p) == totals[v]]
+    start = max(complete, default=-1)
+    active: dict[str, tuple[dict, str | None, int | None]] = {}
+    if start >= 0:
+        import io
+
+        import pyarrow.parquet as pq
+
+        for _, name in sorted(parts[start].items()):
+            table = pq.read_table(io.BytesIO(log.read(name)), columns=["add"])
+            for add in table.column("add").to_pylist():
+                if add is not None:
+                    active[add["path"]] = (_partition_values(add.get("partitionValues")), add.get("stats"),
+                                           add.get("size"))  # fmt: skip
+    for v in range(start + 1, version + 1):
+        if v not in commits:
+            raise ValueError(f"the Delta log at {table_uri} lacks commit {v} (and no checkpoint covers it): "
+                             f"cannot list the files of table version {version}")  # fmt: skip
+        for action in _commit_actions(log, commits[v]):
+            if "add" in action:
+                add = action["add"]
+                active[add["path"]] = (_partition_values(add.get("partitionValues")), add.get("stats"), add.get("size"))
+            elif "remove" in action:
+                active.pop(action["remove"]["path"], None)
+    return active
+
+
+def _commit_actions(log: _LakeLog, name: str) -> list[dict]:
+    return [json.loads(line) for line in log.read(name).decode().splitlines() if line.strip()]
+
+
+def lake_runs_between(table_uri: str, after: int, before: int) -> list[int]:
+    """The table versions in (after, before) committed by a compactor *run* (a commit with
+    a `txn` action: the run's stream checkpoint), read from the Delta log: what
+    `compactor runs --after-version <after>` lists below `before`. Optimize and erase
+    commits carry no `txn`."""
+    log = _LakeLog(table_uri)
+    commits = {int(m.group(1)): n for n in log.names() if (m := _COMMIT.match(n))}
+    runs = []
+    for v in range(after + 1, before):
+        if v not in commits:
+            raise ValueError(f"the Delta log at {table_uri} lacks commit {v}: cannot tell whether it is a "
+                             f"compactor run the warehouse must load first")  # fmt: skip
+        if any("txn" in action for action in _commit_actions(log, commits[v])):
+            runs.append(v)
+    return runs
+
 
 # --- the retention policy (courier_positions_maintenance) -----------------------------------
 

