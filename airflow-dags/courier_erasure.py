@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -67,6 +68,16 @@ ERASE_TIMEOUT = timedelta(hours=2)
 DEFAULT_TIMEOUT = timedelta(minutes=20)
 REPORT_KEYS = ("request_id", "courier_ids", "lake_rows_removed", "lake_files_rewritten", "table_version",
                "dead_letter_lines_removed", "dead_letter_files_rewritten", "old_files_deleted_by")  # fmt: skip
+
+
+def erase_commits(report: dict) -> list[int]:
+    """The table versions of the request's erase commits (`lake_commits`; a report without
+    them: its `table_version` when it rewrote files)."""
+    if report.get("lake_commits") is not None:
+        return sorted(int(v) for v in report["lake_commits"])
+    if int(report.get("lake_files_rewritten") or 0) > 0 and report.get("table_version") is not None:
+        return [int(report["table_version"])]
+    return []
 COURIER_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,64}$")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:=+-]{1,128}$")
 
@@ -117,6 +128,30 @@ def _utc_wall(value) -> datetime | None:
     return (parsed.astimezone(timezone.utc) if parsed.tzinfo else parsed).replace(tzinfo=None)
 
 
+def dead_letter_counts(report: dict, request_id: str) -> tuple[int, dict]:
+    """The dead-letter lines removed by the request. The report counts those of its own
+    attempt (an attempt after a crash that followed the rewrite finds none); the
+    compactor's own record of the request (`<table>/_erasure/<request>.json`) adds up every
+    attempt's, so it is read when this worker can (local mode; in AWS mode the MWAA role
+    may not read the table, and the report's count is taken, said so in the detail)."""
+    detail = {"files_rewritten": int(report["dead_letter_files_rewritten"]),
+              "lines_unattributable": int(report.get("dead_letter_lines_unattributable") or 0),
+              "source": "this attempt's report"}  # fmt: skip
+    lines = int(report["dead_letter_lines_removed"])
+    try:
+        recorded = read_report(f"{lake_table_uri().rstrip('/')}/_erasure/{request_id}.json")
+        tier = (recorded.get("tiers") or {}).get("dead_letters") or {}
+        details = tier.get("details") or tier
+        if "lines_removed" in details:
+            lines = int(details["lines_removed"])
+            detail.update(files_rewritten=int(details.get("files_rewritten", detail["files_rewritten"])),
+                          source="the compactor's record of the request (every attempt)")  # fmt: skip
+    except Exception as e:  # noqa: BLE001  (unreadable: the report's count, said so)
+        log.warning("the compactor's record of request %s is not readable here (%s): the dead-letter count is "
+                    "this attempt's", request_id, e)  # fmt: skip
+    return lines, detail
+
+
 def lake_table_uri() -> str:
     uri = local_paths()["table_uri"] if local_mode() else setting("table_uri")
     if not uri:
@@ -124,10 +159,12 @@ def lake_table_uri() -> str:
     return uri
 
 
-def erase_args(request_id: str, courier_ids: list[str]) -> list[str]:
+def erase_args(request_id: str, courier_ids: list[str], vacuum_retention_hours: str | int = 168) -> list[str]:
     """`erase` and its arguments (the ECS task's environment names the table and the
-    dead letters; local mode adds them)."""
-    args = ["erase", "--request-id", request_id]
+    dead letters; local mode adds them). The vacuum retention is the maintenance DAG's
+    (vacuum_retention_hours), so the report's `old_files_deleted_by` is this platform's
+    deadline: the erase commit + the retention + a day (vacuum runs daily)."""
+    args = ["erase", "--request-id", request_id, "--vacuum-retention-hours", str(int(vacuum_retention_hours))]
     for c in courier_ids:
         args += ["--courier-id", c]
     return args
@@ -190,23 +227,26 @@ def record_tier(cur, request_id: str, tier: str, status: str, rows_removed: int,
     return True
 
 
-def lake_removed_by_date(table_uri: str, erase_version: int) -> dict[str, int]:
-    """Rows the erase commit removed per event_date: the Delta log's counts at the version
-    before it minus at it."""
-    before = lake_rows_by_date(table_uri, erase_version - 1)
-    after = lake_rows_by_date(table_uri, erase_version)
-    removed = {d: before.get(d, 0) - after.get(d, 0) for d in set(before) | set(after)}
-    if any(n < 0 for n in removed.values()):
-        raise ValueError(f"table version {erase_version} adds rows ({removed}): it is not the erase commit")
+def lake_removed_by_date(table_uri: str, erase_versions: list[int]) -> dict[str, int]:
+    """Rows the erase commits removed per event_date: for each, the Delta log's counts at
+    the version before it minus at it, summed."""
+    removed: Counter = Counter()
+    for v in erase_versions:
+        before, after = lake_rows_by_date(table_uri, v - 1), lake_rows_by_date(table_uri, v)
+        delta = {d: before.get(d, 0) - after.get(d, 0) for d in set(before) | set(after)}
+        if any(n < 0 for n in delta.values()):
+            raise ValueError(f"table version {v} adds rows ({delta}): it is not an erase commit")
+        removed.update(delta)
     return {d: n for d, n in sorted(removed.items()) if n}
 
 
-def render_warehouse_sql(request_id: str, run_id: str, erase_version: int | None, files_rewritten: int,
-                         lake_dates: dict[str, int], now: datetime) -> str:  # fmt: skip
+def render_warehouse_sql(request_id: str, run_id: str, erase_versions: list[int], lake_dates: dict[str, int],
+                         now: datetime) -> str:  # fmt: skip
     import jinja2
 
+    versions = sorted(erase_versions)
     return jinja2.Template((SQL_DIR / "erasure_warehouse.sql").read_text()).render(
-        request_id=request_id, run_id=run_id, erase_version=erase_version, lake_files_rewritten=files_rewritten,
+        request_id=request_id, run_id=run_id, erase_versions=versions, erase_version=versions[-1] if versions else None,
         lake_dates=sorted(lake_dates.items()), now=now.strftime("%Y-%m-%d %H:%M:%S"),
     )  # fmt: skip
 
@@ -222,24 +262,24 @@ def erase_from_warehouse(cur, request_id: str, run_id: str, table_uri: str) -> d
         return {**done["warehouse"], "already_done": True}
     if "lake" not in done:
         raise ValueError(f"the lake tier of {request_id} is not done: the warehouse follows the lake")
-    lake = json.loads(done["lake"]["detail"])
-    files = int(lake.get("files_rewritten") or 0)
-    erase_version = int(lake["table_version"]) if files > 0 and lake.get("table_version") is not None else None
+    commits = [int(v) for v in json.loads(done["lake"]["detail"]).get("commits") or []]
     lake_dates: dict[str, int] = {}
-    if erase_version is not None:
+    if commits:
         cur.execute("SELECT COALESCE(MAX(table_version), 0) FROM courier.load_ledger")
         loaded = int(cur.fetchone()[0])
-        waiting = lake_runs_between(table_uri, loaded, erase_version)
+        waiting = [v for v in lake_runs_between(table_uri, loaded, max(commits)) if v not in commits]
         if waiting:
             raise RuntimeError(
                 f"the warehouse has loaded up to table version {loaded}, but compactor runs {waiting} were committed "
-                f"before the erase commit (table version {erase_version}) and their manifests name the old files: "
-                "waiting for the hourly DAG to load them (this task is retried), else they would bring erased rows back")
-        lake_dates = lake_removed_by_date(table_uri, erase_version)
-        cur.execute("SELECT COUNT(*) FROM courier.load_ledger WHERE table_version = %s", (erase_version,))
-        if cur.fetchone()[0]:
-            raise ValueError(f"table version {erase_version} is in courier.load_ledger already: not an erase commit")
-    sql = render_warehouse_sql(request_id, run_id, erase_version, files, lake_dates, datetime.now(timezone.utc))
+                f"before the erase commit(s) {commits} and their manifests name the old files: waiting for the hourly "
+                "DAG to load them (this task is retried), else they would bring erased rows back")  # fmt: skip
+        lake_dates = lake_removed_by_date(table_uri, commits)
+        cur.execute(f"SELECT table_version FROM courier.load_ledger WHERE table_version IN ({', '.join(['%s'] * len(commits))})",
+                    tuple(commits))  # fmt: skip
+        clash = [r[0] for r in cur.fetchall()]
+        if clash:
+            raise ValueError(f"table versions {clash} are in courier.load_ledger already: not erase commits")
+    sql = render_warehouse_sql(request_id, run_id, commits, lake_dates, datetime.now(timezone.utc))
     for statement in sql_statements(sql):
         cur.execute(statement)
     return tiers_done(cur, request_id)["warehouse"]
@@ -348,7 +388,7 @@ def courier_erasure():
         if lake_done(request["request_id"]):
             return None
         p = local_paths()
-        args = [*erase_args(request["request_id"], request["courier_ids"]), "--table-uri", p["table_uri"]]
+        args = [*erase_args(request["request_id"], request["courier_ids"], setting("vacuum_retention_hours")), "--table-uri", p["table_uri"]]
         if setting("dead_letter_uri"):
             args += ["--dead-letter-uri", setting("dead_letter_uri")]
         uri = report_uri(DAG_ID, dag_run.run_id, ti.task_id, ti.try_number)
@@ -364,7 +404,7 @@ def courier_erasure():
             raise AirflowSkipException("the lake and dead-letter tiers are done: no compactor task")
         ecs = _ecs_settings()
         uri = f"{report_prefix(DAG_ID, dag_run.run_id, 'erase_ecs')}/request.json"
-        command = ["--output-uri", uri, *erase_args(request["request_id"], request["courier_ids"])]
+        command = ["--output-uri", uri, *erase_args(request["request_id"], request["courier_ids"], setting("vacuum_retention_hours"))]
         return {**ecs, "overrides": {"containerOverrides": [{"name": ecs["container"], "command": command}]}}
 
     @task(trigger_rule=NONE_FAILED_MIN_ONE_SUCCESS)
@@ -383,13 +423,14 @@ def courier_erasure():
             raise ValueError(f"no compactor erase report for {rid} in this DAG run")
         report = parse_erase_report(raw, rid, couriers)
         log.info("compactor erase report: %s", json.dumps(report))
-        lake = {"table_version": report["table_version"], "files_rewritten": int(report["lake_files_rewritten"]),
+        lake = {"commits": erase_commits(report), "table_version": report["table_version"],
+                "files_rewritten": int(report["lake_files_rewritten"]),
                 "old_files_deleted_by": report["old_files_deleted_by"]}  # fmt: skip
-        dead = {"files_rewritten": int(report["dead_letter_files_rewritten"])}
+        dead_lines, dead = dead_letter_counts(report, rid)
 
         def write(cur):
             record_tier(cur, rid, "lake", "done", int(report["lake_rows_removed"]), lake, dag_run.run_id)
-            record_tier(cur, rid, "dead_letters", "done", int(report["dead_letter_lines_removed"]), dead, dag_run.run_id)
+            record_tier(cur, rid, "dead_letters", "done", dead_lines, dead, dag_run.run_id)
             deadline = _utc_wall(report["old_files_deleted_by"])
             cur.execute("UPDATE courier.erasure_requests SET vacuum_deadline = %s WHERE request_id = %s",
                         (deadline, rid))  # fmt: skip

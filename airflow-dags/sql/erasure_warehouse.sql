@@ -8,11 +8,13 @@
 -- committed before the erase commit is loaded, so no older manifest can bring the rows
 -- back): the removal and its ledger row commit together or not at all.
 --
--- The erase commit (table version {{ erase_version }}) is entered in courier.load_ledger
--- (compactor_run 0, every count 0) so that the high-water mark and the daily check count
--- the lake after it, and in courier.load_ledger_dates per event_date as an adjustment:
--- rows_staged -(lake rows removed), rows_inserted -(warehouse rows removed),
--- duplicates_skipped -(the difference: late copies the lake held and the load skipped).
+-- The erase commits (table versions {{ erase_versions | join(", ") }}: usually one; another
+-- when a compactor run committed the couriers' rows while the erasure ran) are entered in
+-- courier.load_ledger (compactor_run 0, every count 0) so that the high-water mark and the
+-- daily check count the lake after them, and courier.load_ledger_dates gets per event_date
+-- an adjustment under the last one ({{ erase_version }}): rows_staged -(lake rows removed
+-- by all of them), rows_inserted -(warehouse rows removed), duplicates_skipped -(the
+-- difference: late copies of the couriers' positions the lake held and the load skipped).
 CREATE TEMP TABLE erasure_targets AS
 SELECT e.courier_id
 FROM courier.erasure_couriers AS e
@@ -83,6 +85,7 @@ INSERT INTO erasure_lake_dates (event_date, rows_removed) VALUES
 {%- endfor %}
 {% endif %}
 {%- if erase_version %}
+{%- for v in erase_versions %}
 INSERT INTO courier.load_ledger (
     table_version, compactor_run, dag_run_id, records_read, positions_decoded,
     duplicates_dropped, dead_lettered, rows_written, files_added, manifest,
@@ -90,12 +93,12 @@ INSERT INTO courier.load_ledger (
     min_recorded_at, max_recorded_at
 )
 VALUES (
-    {{ erase_version | int }}, 0, '{{ run_id | replace("'", "''") }}', 0, 0,
-    0, 0, 0, {{ lake_files_rewritten | int }}, NULL,
+    {{ v | int }}, 0, '{{ run_id | replace("'", "''") }}', 0, 0,
+    0, 0, 0, 0, NULL,
     0, 0, 0, 0,
     NULL, NULL
 );
-
+{% endfor %}
 INSERT INTO courier.load_ledger_dates (table_version, event_date, rows_staged, rows_inserted, duplicates_skipped)
 SELECT
     {{ erase_version | int }},

@@ -32,11 +32,11 @@ def parses(sql: str, dialect: str) -> bool:
 @pytest.mark.parametrize("dialect", ["redshift", "postgres"])
 @pytest.mark.parametrize("erase_version", [ERASE_VERSION, None])
 def test_the_warehouse_erasure_parses_in_both_dialects(dialect, erase_version):
-    sql = erasure.render_warehouse_sql("req-'x", "manual__x'; DROP TABLE courier.positions; --", erase_version,
-                                       2 if erase_version else 0, {"2026-11-24": 3} if erase_version else {},
-                                       datetime(2026, 11, 25))  # fmt: skip
+    sql = erasure.render_warehouse_sql("req-'x", "manual__x'; DROP TABLE courier.positions; --",
+                                       [erase_version - 2, erase_version] if erase_version else [],
+                                       {"2026-11-24": 3} if erase_version else {}, datetime(2026, 11, 25))  # fmt: skip
     assert parses(sql, dialect)
-    assert ("INSERT INTO courier.load_ledger (" in sql) == bool(erase_version)
+    assert sql.count("INSERT INTO courier.load_ledger (") == (2 if erase_version else 0)
 
 
 def test_v005_declares_the_same_columns_and_comments_in_both_dialects():
@@ -93,8 +93,8 @@ def test_the_warehouse_erasure_removes_the_couriers_rows_gold_and_staging_and_ke
     _in_tx(pg_database, lambda cur: erasure.register(cur, REQUEST, ["c1"], "manual__e"))
     _in_tx(pg_database, lambda cur: erasure.record_tier(
         cur, REQUEST, "lake", "done", sum(removed.values()),
-        {"table_version": ERASE_VERSION, "files_rewritten": 2, "old_files_deleted_by": None}, "manual__e"))  # fmt: skip
-    sql = erasure.render_warehouse_sql(REQUEST, "manual__e", ERASE_VERSION, 2, dict(removed), datetime(2026, 11, 25))
+        {"commits": [ERASE_VERSION], "files_rewritten": 2, "old_files_deleted_by": None}, "manual__e"))  # fmt: skip
+    sql = erasure.render_warehouse_sql(REQUEST, "manual__e", [ERASE_VERSION], dict(removed), datetime(2026, 11, 25))
 
     def erase(cur):
         cur.execute("LOCK courier.load_ledger")
@@ -195,5 +195,9 @@ def test_the_erasure_dag_is_triggered_only_bounded_alerting_and_documented(dagba
 
 
 def test_the_ecs_erase_command_names_the_request_the_couriers_and_a_report_under_the_reports(monkeypatch):
-    args = erasure.erase_args("r-1", ["a", "b"])
-    assert args == ["erase", "--request-id", "r-1", "--courier-id", "a", "--courier-id", "b"]
+    args = erasure.erase_args("r-1", ["a", "b"], "72")
+    assert args == ["erase", "--request-id", "r-1", "--vacuum-retention-hours", "72", "--courier-id", "a",
+                    "--courier-id", "b"]  # fmt: skip
+    assert erasure.erase_commits({"lake_commits": [9, 7]}) == [7, 9]
+    assert erasure.erase_commits({"lake_files_rewritten": 2, "table_version": 5}) == [5]
+    assert erasure.erase_commits({"lake_files_rewritten": 0, "table_version": 5}) == []
