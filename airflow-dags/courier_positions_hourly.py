@@ -180,6 +180,8 @@ def plan_load(raw_runs, after_version: int, compact_reports=None, manifest_prefi
         if files > 0 and manifest_prefix and not _under(r["manifest"], manifest_prefix):
             raise ValueError(f"manifest {r['manifest']} is not under {manifest_prefix}")
         counts = {k: int(r["report"][k]) for k in COUNT_KEYS}
+        if "erased_skipped" in r["report"]:  # positions of erased couriers the run dropped (newer compactors)
+            counts["erased_skipped"] = int(r["report"]["erased_skipped"])
         plan.append({"table_version": version, "run": int(r["run"]), **counts, "files_added": files,
                      "manifest": r["manifest"] if files > 0 else None,
                      "dead_letter_file": r["report"].get("dead_letter_file"),
@@ -230,14 +232,14 @@ def _manifest_files(path: str) -> list[Path]:
 
 RUNS_STAGING_INSERT = (
     "INSERT INTO courier_staging.compactor_runs_staging (dag_run_id, table_version, compactor_run, records_read,"
-    " positions_decoded, duplicates_dropped, dead_lettered, rows_written, files_added, manifest)"
-    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " positions_decoded, duplicates_dropped, dead_lettered, rows_written, files_added, manifest, erased_skipped)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 
 
 def runs_staging_row(run_id: str, run: dict) -> tuple:
     return (run_id, run["table_version"], run["run"], *(run[k] for k in COUNT_KEYS[:4]), run["rows_written"],
-            run["files_added"], run["manifest"])  # fmt: skip
+            run["files_added"], run["manifest"], int(run.get("erased_skipped") or 0))  # fmt: skip
 
 
 STAGING_CLEANUP = (
@@ -325,6 +327,7 @@ def _load_redshift(plan: dict, iam_role: str, run_id: str) -> None:
 LEDGER_COLUMNS = (
     "table_version", "compactor_run", "records_read", "positions_decoded", "duplicates_dropped", "dead_lettered",
     "rows_written", "rows_staged", "rows_inserted", "late_duplicates_skipped", "batch_duplicates_skipped",
+    "erased_skipped",
 )  # fmt: skip
 
 
@@ -333,7 +336,7 @@ def reconcile_ledger(rows: list[dict]) -> list[str]:
     with their numbers (empty: all hold).
 
     * stream = lake + duplicates + dead letters: every decoded position is written, dropped
-      as a duplicate or dead-lettered. `dead_lettered` also counts undecodable records
+      as a duplicate or as an erased courier's (`erased_skipped`), or dead-lettered. `dead_lettered` also counts undecodable records
       (which never became positions), so: rows_written + duplicates_dropped <=
       positions_decoded <= rows_written + duplicates_dropped + dead_lettered.
     * lake = staged: rows_written = rows_staged.
@@ -343,12 +346,13 @@ def reconcile_ledger(rows: list[dict]) -> list[str]:
     broken = []
     for r in rows:
         who = f"compactor run {r['compactor_run']} (table version {r['table_version']})"
-        kept = r["rows_written"] + r["duplicates_dropped"]
+        erased = int(r.get("erased_skipped") or 0)  # positions of erased couriers the run dropped
+        kept = r["rows_written"] + r["duplicates_dropped"] + erased
         if not kept <= r["positions_decoded"] <= kept + r["dead_lettered"]:
             broken.append(
                 f"{who}: stream != lake + duplicates + dead letters: positions_decoded {r['positions_decoded']}, "
                 f"rows_written {r['rows_written']} + duplicates_dropped {r['duplicates_dropped']} "
-                f"+ dead_lettered {r['dead_lettered']}"
+                f"+ dead_lettered {r['dead_lettered']}" + (f" + erased_skipped {erased}" if erased else "")
             )
         if r["rows_written"] != r["rows_staged"]:
             broken.append(f"{who}: lake != staged: rows_written {r['rows_written']}, rows_staged {r['rows_staged']}")

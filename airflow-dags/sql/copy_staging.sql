@@ -51,13 +51,14 @@ DELETE FROM positions_copy;
 {% endif %}
 INSERT INTO courier_staging.compactor_runs_staging (
     dag_run_id, table_version, compactor_run, records_read, positions_decoded,
-    duplicates_dropped, dead_lettered, rows_written, files_added, manifest
+    duplicates_dropped, dead_lettered, rows_written, files_added, manifest, erased_skipped
 )
 VALUES (
     '{{ run_id | replace("'", "''") }}', {{ r.table_version | int }}, {{ r.run | int }},
     {{ r.records_read | int }}, {{ r.positions_decoded | int }}, {{ r.duplicates_dropped | int }},
     {{ r.dead_lettered | int }}, {{ r.rows_written | int }}, {{ r.files_added | int }},
-    {% if r.manifest %}'{{ r.manifest | replace("'", "''") }}'{% else %}NULL{% endif %}
+    {% if r.manifest %}'{{ r.manifest | replace("'", "''") }}'{% else %}NULL{% endif %},
+    {{ r.erased_skipped | default(0) | int }}
 );
 {% endfor %}
 DROP TABLE positions_copy;

@@ -81,7 +81,7 @@ INSERT INTO courier.load_ledger (
     table_version, compactor_run, dag_run_id, records_read, positions_decoded,
     duplicates_dropped, dead_lettered, rows_written, files_added, manifest,
     rows_staged, rows_inserted, late_duplicates_skipped, batch_duplicates_skipped,
-    min_recorded_at, max_recorded_at
+    min_recorded_at, max_recorded_at, erased_skipped
 )
 SELECT
     r.table_version,
@@ -99,7 +99,8 @@ SELECT
     COALESCE(staged.late_duplicates, 0),
     COALESCE(staged.batch_duplicates, 0),
     staged.min_recorded_at,
-    staged.max_recorded_at
+    staged.max_recorded_at,
+    r.erased_skipped
 FROM load_runs AS r
 LEFT JOIN (
     SELECT

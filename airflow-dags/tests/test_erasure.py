@@ -52,7 +52,8 @@ def test_v005_declares_the_same_columns_and_comments_in_both_dialects():
         return sorted(line for line in path.read_text().splitlines() if line.startswith("COMMENT ON"))
 
     assert comments(SQL_DIR / "migrations" / name) == comments(SQL_DIR / "postgres" / "migrations" / name)
-    assert len(comments(SQL_DIR / "migrations" / name)) == len(redshift) + sum(map(len, redshift.values()))
+    # every new table and column, and the two columns V005 adds to the load ledger and its staging
+    assert len(comments(SQL_DIR / "migrations" / name)) == len(redshift) + sum(map(len, redshift.values())) + 2
 
 
 def _in_tx(url, fn):

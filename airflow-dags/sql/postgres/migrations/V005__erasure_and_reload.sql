@@ -68,6 +68,14 @@ CREATE TABLE courier.reloads (
     PRIMARY KEY (dag_run_id)
 );
 
+-- Positions of erased couriers a compactor run dropped from the stream (its report's
+-- erased_skipped): the stream hop of the load ledger counts them beside the duplicates.
+ALTER TABLE courier.load_ledger ADD COLUMN erased_skipped BIGINT DEFAULT 0 NOT NULL;
+
+ALTER TABLE courier_staging.compactor_runs_staging ADD COLUMN erased_skipped BIGINT DEFAULT 0 NOT NULL;
+
+COMMENT ON COLUMN courier.load_ledger.erased_skipped IS 'Positions of erased couriers the compactor run dropped (V005; neither written nor dead-lettered).';
+COMMENT ON COLUMN courier_staging.compactor_runs_staging.erased_skipped IS 'Positions of erased couriers the run dropped (V005).';
 COMMENT ON TABLE courier.erasure_requests IS 'The erasure ledger: one row per request to erase couriers from every tier (courier_erasure DAG); complete when completed_at is set.';
 COMMENT ON COLUMN courier.erasure_requests.request_id IS 'Request id (the DAG param request_id, else derived from the DAG run); a rerun with it finishes the request.';
 COMMENT ON COLUMN courier.erasure_requests.courier_count IS 'Couriers the request erases (see erasure_couriers).';
