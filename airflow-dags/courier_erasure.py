@@ -20,7 +20,7 @@ of the warehouse. Triggered, never scheduled, with the params:
 | `erase_local` / `erase_ecs_command` + `erase_ecs` | `lake`, `dead_letters` | `compactor erase --request-id R --courier-id C ...` (a local process, or the compactor ECS task in AWS mode): records the request under `<table>/_erasure/R.json` (later compactor runs skip those couriers while their positions are still in the stream), rewrites the Delta files that hold their rows in one commit without them (no deletion vectors: every reader and COPY manifest stays valid), rewrites the dead-letter files without their lines; idempotent per request id. Its JSON report is written to `--output-uri` and read from there |
 | `record_lake` | `lake`, `dead_letters` | records both tiers from the report: rows removed, files rewritten, the erase commit's table version, and the vacuum deadline of the old files (`old_files_deleted_by`) |
 | `erase_warehouse` | `warehouse` | one transaction (`sql/erasure_warehouse.sql`) after `LOCK courier.load_ledger`: deletes the couriers' rows from `courier.positions` and staging and their `courier_daily` rows, recomputes the `positions_hourly` hours they were in, enters the erase commit in the load ledger (so the daily lake-versus-warehouse check still reconciles) and records the tier. It waits (fails and is retried) until the warehouse has loaded every compactor run committed before the erase commit: the manifests of those runs still name the old files, so loading one later would bring the rows back |
-| `erase_live_store` | `live_store` | `DELETE /v1/couriers/{id}/position` on ingest-api with a dispatch key (connection `courier_ingest_api`: host = base URL, password = the key). Without that connection: in local mode the tier is recorded as skipped ("no live store configured"); in AWS mode the task fails |
+| `erase_live_store` | `live_store` | `DELETE /v1/couriers/{id}/position` on ingest-api with a dispatch key (connection `courier_ingest_api`: host = base URL, password = the key): the courier's latest position and nearby-index entries leave the live store (ingest-api answers 204 whether or not one was there: the tier counts the couriers erased). Without that connection: in local mode the tier is recorded as skipped ("no live store configured"); in AWS mode the task fails |
 | `complete` | | sets `completed_at` when every tier is done (or skipped) and fails naming the missing ones otherwise |
 
 `courier.erasure_status` (a view) lists every request with its counts per tier and
@@ -304,9 +304,11 @@ def live_store_target():
     return host.rstrip("/"), conn.password
 
 
-def delete_live_position(base_url: str, key: str, courier_id: str, timeout_s: float = 30) -> bool:
-    """`DELETE /v1/couriers/{courier_id}/position`: True when a position was removed, False
-    when the store held none (404). Anything else fails the task (it is retried)."""
+def delete_live_position(base_url: str, key: str, courier_id: str, timeout_s: float = 30) -> None:
+    """`DELETE /v1/couriers/{courier_id}/position` with a dispatch key: ingest-api erases the
+    courier's latest position and nearby-index entries from its live store and answers
+    204 whether or not anything was there (idempotent). Anything else fails the task
+    (it is retried): a 404 is an ingest-api without the route, a 401 a wrong key."""
     import urllib.error
     import urllib.parse
     import urllib.request
@@ -315,18 +317,11 @@ def delete_live_position(base_url: str, key: str, courier_id: str, timeout_s: fl
     req = urllib.request.Request(url, method="DELETE", headers={"Authorization": f"Bearer {key}"})
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as r:
-            body = r.read()
-            if r.status == 204 or not body:
-                return True
-            answer = json.loads(body)
-            for field in ("deleted", "removed", "existed"):
-                if field in answer:
-                    return bool(answer[field])
-            return True
+            if r.status not in (200, 204):
+                raise RuntimeError(f"DELETE {url} answered {r.status}, expected 204")
     except urllib.error.HTTPError as e:
-        if e.code == 404:
-            return False
-        raise RuntimeError(f"DELETE {url} answered {e.code}: {e.read()[:500]!r}") from None
+        raise RuntimeError(f"DELETE {url} answered {e.code} ({e.read()[:300]!r}): check the connection "
+                           f"{INGEST_CONN_ID} (a dispatch key of an ingest-api with the erase route)") from None
 
 
 @dag(
@@ -460,8 +455,11 @@ def courier_erasure():
             status, removed, detail = "skipped", 0, {"reason": "no live store configured"}
         else:
             base, key = target
-            removed_ids = [c for c in request["courier_ids"] if delete_live_position(base, key, c)]
-            status, removed, detail = "done", len(removed_ids), {"couriers_with_a_live_position": len(removed_ids)}
+            for c in request["courier_ids"]:
+                delete_live_position(base, key, c)
+            # ingest-api answers 204 whether or not a position was there: the count is of couriers erased.
+            status, removed, detail = "done", len(request["courier_ids"]), {"ingest_api": base,
+                                                                             "couriers_erased": len(request["courier_ids"])}
         _with_cursor(lambda cur: record_tier(cur, rid, "live_store", status, removed, detail, dag_run.run_id))
         log.info("live store tier of %s: %s, %d removed %s", rid, status, removed, detail)
         return _with_cursor(lambda cur: tiers_done(cur, rid))["live_store"]
@@ -479,7 +477,7 @@ def courier_erasure():
                         " AND completed_at IS NULL",
                         (datetime.now(timezone.utc).replace(tzinfo=None), rid))  # fmt: skip
             cur.execute("SELECT request_id, status, completed_at, vacuum_deadline, lake_rows_removed,"
-                        " dead_letter_lines_removed, warehouse_rows_removed, live_positions_removed"
+                        " dead_letter_lines_removed, warehouse_rows_removed, live_store_couriers_erased"
                         " FROM courier.erasure_status WHERE request_id = %s", (rid,))  # fmt: skip
             names = [d[0] for d in cur.description]
             return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in zip(names, cur.fetchone())}

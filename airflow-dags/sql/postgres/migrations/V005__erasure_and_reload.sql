@@ -45,7 +45,7 @@ SELECT
     SUM(CASE WHEN t.tier = 'lake' THEN t.rows_removed END) AS lake_rows_removed,
     SUM(CASE WHEN t.tier = 'dead_letters' THEN t.rows_removed END) AS dead_letter_lines_removed,
     SUM(CASE WHEN t.tier = 'warehouse' THEN t.rows_removed END) AS warehouse_rows_removed,
-    SUM(CASE WHEN t.tier = 'live_store' THEN t.rows_removed END) AS live_positions_removed,
+    SUM(CASE WHEN t.tier = 'live_store' THEN t.rows_removed END) AS live_store_couriers_erased,
     COUNT(t.tier) AS tiers_done,
     SUM(CASE WHEN t.status = 'skipped' THEN 1 ELSE 0 END) AS tiers_skipped,
     CASE WHEN r.completed_at IS NULL THEN 'pending' ELSE 'complete' END AS status,
@@ -88,9 +88,9 @@ COMMENT ON COLUMN courier.erasure_couriers.request_id IS 'Erasure request (see e
 COMMENT ON COLUMN courier.erasure_couriers.courier_id IS 'Courier erased by the request.';
 COMMENT ON TABLE courier.erasure_tiers IS 'The erasure ledger per tier: one row per request and tier done (lake, dead_letters, warehouse, live_store), written with the tier''s removal where the tier is the warehouse; a tier with a row is never done again.';
 COMMENT ON COLUMN courier.erasure_tiers.request_id IS 'Erasure request (see erasure_requests).';
-COMMENT ON COLUMN courier.erasure_tiers.tier IS 'lake (Delta table rows), dead_letters (dead-letter lines), warehouse (courier.positions rows; gold and staging in detail), live_store (live positions).';
+COMMENT ON COLUMN courier.erasure_tiers.tier IS 'lake (Delta table rows), dead_letters (dead-letter lines), warehouse (courier.positions rows; gold and staging in detail), live_store (couriers erased from the live position store).';
 COMMENT ON COLUMN courier.erasure_tiers.status IS 'done, or skipped (detail says why, e.g. no live store configured).';
-COMMENT ON COLUMN courier.erasure_tiers.rows_removed IS 'Rows, lines or live positions removed in the tier.';
+COMMENT ON COLUMN courier.erasure_tiers.rows_removed IS 'Rows or lines removed in the tier (live_store: couriers erased from it).';
 COMMENT ON COLUMN courier.erasure_tiers.detail IS 'JSON: the tier''s other counts (files rewritten, table version, gold and staging rows, ...) or the reason it was skipped.';
 COMMENT ON COLUMN courier.erasure_tiers.dag_run_id IS 'Airflow DAG run that did the tier.';
 COMMENT ON COLUMN courier.erasure_tiers.done_at IS 'When the tier was done (UTC).';
