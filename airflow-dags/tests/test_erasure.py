@@ -151,7 +151,7 @@ def test_the_ledger_refuses_a_request_id_reused_for_other_couriers_and_the_statu
     assert not _in_tx(pg_database, lambda cur: erasure.record_tier(cur, "r2", "lake", "done", 9, {}, "manual__b"))
     with psycopg.connect(pg_database) as conn:
         status = conn.execute("SELECT courier_count, lake_rows_removed, dead_letter_lines_removed,"
-                              " warehouse_rows_removed, live_positions_removed, tiers_done, status"
+                              " warehouse_rows_removed, live_store_couriers_erased, tiers_done, status"
                               " FROM courier.erasure_status WHERE request_id = 'r2'").fetchone()  # fmt: skip
         assert status == (2, 5, 1, 4, None, 3, "pending")
 
