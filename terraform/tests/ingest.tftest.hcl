@@ -61,8 +61,50 @@ run "ingest" {
   assert {
     condition = sort(flatten([
       for r in aws_lb_listener_rule.public : [for c in r.condition : c.path_pattern[0].values]
-    ])) == sort(["/v1/*", "/map"])
-    error_message = "exactly /v1/* and /map are forwarded to the service"
+    ])) == sort(["/v1/*", "/map", "/track", "/assets/*"])
+    error_message = "exactly /v1/* (with /v1/track), /map, /track and /assets/* are forwarded to the service"
+  }
+
+  # Customer tracking tokens travel in the X-Tracking-Token header (and API
+  # keys in Authorization), never in a path, so the ALB access logs never
+  # hold one; the WAF logs, which hold headers, redact both.
+  assert {
+    condition = toset(flatten([
+      for f in aws_wafv2_web_acl_logging_configuration.this[0].redacted_fields : [for h in f.single_header : h.name]
+    ])) == toset(["authorization", "x-api-key", "x-tracking-token"])
+    error_message = "the WAF logs redact the authorization, x-api-key and x-tracking-token headers"
+  }
+
+  # The dispatch keys come from their own Secrets Manager secret, never from
+  # a plain environment variable, and the execution role reads exactly the
+  # secrets of the task.
+  assert {
+    condition = one([
+      for s in jsondecode(aws_ecs_task_definition.this.container_definitions)[0].secrets : s.valueFrom
+      if s.name == "INGEST_DISPATCH_API_KEYS"
+    ]) == aws_secretsmanager_secret.dispatch_api_keys.arn
+    error_message = "INGEST_DISPATCH_API_KEYS comes from the dispatch-keys secret"
+  }
+
+  assert {
+    condition = length([
+      for e in jsondecode(aws_ecs_task_definition.this.container_definitions)[0].environment : e
+      if e.name == "INGEST_DISPATCH_API_KEYS"
+    ]) == 0
+    error_message = "the dispatch keys are never a plain environment variable"
+  }
+
+  assert {
+    condition = toset(one([
+      for st in data.aws_iam_policy_document.execution.statement : st.resources
+      if contains(st.actions, "secretsmanager:GetSecretValue")
+    ])) == toset([aws_secretsmanager_secret.api_keys.arn, aws_secretsmanager_secret.dispatch_api_keys.arn])
+    error_message = "the execution role reads exactly the API-keys and dispatch-keys secrets"
+  }
+
+  assert {
+    condition     = aws_secretsmanager_secret.dispatch_api_keys.kms_key_id == aws_kms_key.ingest.arn
+    error_message = "the dispatch-keys secret is encrypted with the module's key"
   }
 
   assert {

@@ -8,6 +8,11 @@ output "api_keys_secret_name" {
   value       = module.ingest.api_keys_secret_name
 }
 
+output "dispatch_api_keys_secret_name" {
+  description = "Secrets Manager secret to fill with the dispatch keys (tracking links, courier erasure; see modules/ingest/README.md)."
+  value       = module.ingest.dispatch_api_keys_secret_name
+}
+
 output "ecr_repository_urls" {
   description = "ECR repository URLs to push the images to."
   value       = module.registry.repository_urls

@@ -80,7 +80,10 @@ locals {
   })
 
   secrets = concat(
-    [{ name = "INGEST_API_KEYS", valueFrom = aws_secretsmanager_secret.api_keys.arn }],
+    [
+      { name = "INGEST_API_KEYS", valueFrom = aws_secretsmanager_secret.api_keys.arn },
+      { name = "INGEST_DISPATCH_API_KEYS", valueFrom = aws_secretsmanager_secret.dispatch_api_keys.arn },
+    ],
     var.position_store == null ? [] : [{ name = "INGEST_REDIS_PASSWORD", valueFrom = var.position_store.auth_token_secret_arn }],
   )
 }
@@ -158,6 +161,19 @@ resource "aws_secretsmanager_secret" "api_keys" {
   recovery_window_in_days = var.secret_recovery_window_days
 
   tags = merge(var.tags, { Name = "${var.name}-ingest-api-keys" })
+}
+
+# Dispatch keys (INGEST_DISPATCH_API_KEYS): the only credentials that create
+# and revoke customer tracking links and erase a courier from the live store.
+# Separate from the courier-app keys so that a leaked app key cannot.
+resource "aws_secretsmanager_secret" "dispatch_api_keys" {
+  #checkov:skip=CKV2_AWS_57:Dispatch keys are issued to the dispatch system by operators; rotating them needs a client roll-out, not a rotation Lambda. See the module README.
+  name                    = "${var.name}/ingest-api/dispatch-api-keys"
+  description             = "Ingest API dispatch keys, one per line: NAME:SHA256_HEX[:RPS]. Set with: aws secretsmanager put-secret-value."
+  kms_key_id              = aws_kms_key.ingest.arn
+  recovery_window_in_days = var.secret_recovery_window_days
+
+  tags = merge(var.tags, { Name = "${var.name}-ingest-dispatch-api-keys" })
 }
 
 ################################################################################
@@ -283,7 +299,7 @@ data "aws_iam_policy_document" "execution" {
   statement {
     sid       = "ReadApiKeys"
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = compact([aws_secretsmanager_secret.api_keys.arn, try(var.position_store.auth_token_secret_arn, "")])
+    resources = compact([aws_secretsmanager_secret.api_keys.arn, aws_secretsmanager_secret.dispatch_api_keys.arn, try(var.position_store.auth_token_secret_arn, "")])
   }
 
   statement {
@@ -686,10 +702,16 @@ resource "aws_wafv2_web_acl_logging_configuration" "this" {
   resource_arn            = aws_wafv2_web_acl.this[0].arn
   log_destination_configs = [aws_cloudwatch_log_group.waf[0].arn]
 
-  # Never write API keys into the WAF logs.
+  # Never write API keys or customer tracking tokens into the WAF logs.
   redacted_fields {
     single_header {
       name = "authorization"
+    }
+  }
+
+  redacted_fields {
+    single_header {
+      name = "x-tracking-token"
     }
   }
 

@@ -68,6 +68,16 @@ output "api_keys_secret_arn" {
   value       = aws_secretsmanager_secret.api_keys.arn
 }
 
+output "dispatch_api_keys_secret_arn" {
+  description = "ARN of the Secrets Manager secret holding the dispatch keys (INGEST_DISPATCH_API_KEYS); its value is put by the operator."
+  value       = aws_secretsmanager_secret.dispatch_api_keys.arn
+}
+
+output "dispatch_api_keys_secret_name" {
+  description = "Name of the Secrets Manager secret holding the dispatch keys."
+  value       = aws_secretsmanager_secret.dispatch_api_keys.name
+}
+
 output "api_keys_secret_name" {
   description = "Name of the Secrets Manager secret holding the API keys."
   value       = aws_secretsmanager_secret.api_keys.name

@@ -248,9 +248,9 @@ variable "keep_alive_seconds" {
 }
 
 variable "public_paths" {
-  description = "ALB path patterns forwarded to the service; everything else gets a 404 from the load balancer. /map is public by default: a static page with no data that asks for an API key before it reads anything."
+  description = "ALB path patterns forwarded to the service; everything else gets a 404 from the load balancer. Public by default: the /v1 API (GET /v1/track takes the customer's tracking token in the X-Tracking-Token header, never in the path), /map (a static page with no data that asks for an API key before it reads anything), /track (the customer's tracking page; the token is in the URL fragment, which browsers never send) and /assets/* (the pages' script and Leaflet)."
   type        = list(string)
-  default     = ["/v1/*", "/map"]
+  default     = ["/v1/*", "/map", "/track", "/assets/*"]
 
   validation {
     condition     = length(var.public_paths) >= 1 && length(var.public_paths) <= 50 && alltrue([for p in var.public_paths : startswith(p, "/") && !contains(["/metrics", "/readyz", "/openapi.json", "/*"], p)])
