@@ -34,6 +34,7 @@ import logging
 import re
 from collections import Counter
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 from airflow.sdk import Param, chain, dag, task
@@ -480,7 +481,8 @@ def courier_erasure():
                         " dead_letter_lines_removed, warehouse_rows_removed, live_store_couriers_erased"
                         " FROM courier.erasure_status WHERE request_id = %s", (rid,))  # fmt: skip
             names = [d[0] for d in cur.description]
-            return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in zip(names, cur.fetchone())}
+            return {k: (v.isoformat() if isinstance(v, datetime) else int(v) if isinstance(v, Decimal) else v)
+                    for k, v in zip(names, cur.fetchone())}  # fmt: skip
 
         status = _with_cursor(finish)
         log.info("erasure request %s complete: %s (old lake files deleted by vacuum by %s)",
