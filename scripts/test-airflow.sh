@@ -13,6 +13,9 @@
 # requirements file (the deployed one: MWAA's provider versions and constraints) and
 # its venv .tools/airflow-<version>-venv (scripts/ensure-venv.sh: built once, rebuilt
 # when the file changes), on the Python the file names (`# python: X.Y`, MWAA's).
+# On the newest version the dag.test() runs against PostgreSQL are a forward-compatibility
+# sample (the tests marked `every_version`; conftest.py deselects the rest there, and
+# COURIER_TEST_EVERY_RUN=1 keeps them all); everything runs on the deployed version.
 # AIRFLOW_TEST_VERSIONS="3.3.2" picks versions by hand. Without pytest arguments it
 # then runs scripts/test-airflow-ui.sh (the web UI in headless Chromium).
 #

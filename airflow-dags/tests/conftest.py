@@ -40,6 +40,35 @@ def _reuse_the_in_process_execution_api() -> None:
 _reuse_the_in_process_execution_api()
 
 
+def pytest_configure(config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "every_version: a dag.test() run that also runs on the Airflow versions newer than "
+        "the deployed one (see pytest_collection_modifyitems)",
+    )
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Every test runs on the deployed Airflow (Terraform's airflow_version, MWAA's pins).
+    On a newer version (the forward-compatibility pass of scripts/test-airflow.sh) the
+    DagBag, settings and SQL tests all run, but of the dag.test() runs against
+    PostgreSQL (the tests using both `dagbag` and `pg_database`, a minute of CI each)
+    only those marked `every_version`: they are deselected, not skipped, and pytest's
+    summary counts them. COURIER_TEST_EVERY_RUN=1 runs them all on every version."""
+    version = os.environ.get("COURIER_TEST_AIRFLOW_VERSION")
+    deployed = os.environ.get("COURIER_DEPLOYED_AIRFLOW_VERSION")
+    if not version or version == deployed or os.environ.get("COURIER_TEST_EVERY_RUN") == "1":
+        return
+    kept, deselected = [], []
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        dag_run = {"dagbag", "pg_database"} <= names
+        (deselected if dag_run and item.get_closest_marker("every_version") is None else kept).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
 def database_url(name: str) -> str:
     base, _, _ = ADMIN_URL.rpartition("/")
     return f"{base}/{name}"

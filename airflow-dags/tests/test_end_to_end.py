@@ -198,6 +198,7 @@ def this_hour() -> datetime:
     return datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
 
 
+@pytest.mark.every_version
 def test_hourly_dag_loads_exactly_the_acked_positions_and_gold_agrees(dagbag, local_env):
     now = datetime.now(timezone.utc)
     # Two UTC dates: yesterday evening and the last hours.
@@ -490,6 +491,7 @@ def test_runs_whose_reports_were_lost_are_loaded_exactly_once(dagbag, local_env)
     assert snapshot(local_env["db"]) == before
 
 
+@pytest.mark.every_version
 def test_maintenance_dag_optimizes_and_vacuums_the_table_without_changing_rows(dagbag, local_env):
     now = datetime.now(timezone.utc)
     start = now - timedelta(hours=2)
