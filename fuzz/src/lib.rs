@@ -15,10 +15,10 @@ use courier_model::avro::{
     AvroError, AvroPosition, Codec, DecodeLimits, RecordEncoder, decode_record,
     decode_record_generic, decode_record_with, encode_datum,
 };
+use courier_model::payload::{Envelope, parse_body};
 use courier_model::position::{Position, TimeRules, UncheckedPosition};
 use courier_stream::local::{LocalOptions, LocalStream, LocalStreamReader};
 use courier_stream::shard_id_for_index;
-use ingest_api::payload::{Envelope, parse_body};
 
 // --- record_decoder ---------------------------------------------------------
 

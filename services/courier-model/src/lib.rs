@@ -2,6 +2,9 @@
 //!
 //! - [`position`]: the courier position and its domain types, parsed once at
 //!   the edge (`CourierId`, `Latitude`, ...), with every validation rule.
+//! - [`payload`]: the `POST /v1/positions` JSON body parser, which collects
+//!   every problem per position and field (ingest-api's front door; here so
+//!   the fuzz targets build it without the server).
 //! - [`avro`]: the Avro schema (`schema/courier_position.avsc`), the datum
 //!   encoder and the stream record format (one Avro object container file per
 //!   record), and the decoder with schema resolution.
@@ -31,4 +34,5 @@
 #![warn(missing_docs)]
 
 pub mod avro;
+pub mod payload;
 pub mod position;

@@ -14,10 +14,12 @@ pub mod http;
 pub mod inspect;
 pub mod live;
 pub mod metrics;
-pub mod payload;
 pub mod pipeline;
 pub mod store;
 pub mod telemetry;
 
 pub use app::Application;
 pub use config::Settings;
+/// The `POST /v1/positions` body parser lives in the model crate (so the fuzz
+/// targets build it without the server); re-exported under its old path.
+pub use courier_model::payload;

@@ -10,8 +10,8 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 
+use crate::position::{FieldError, Position, TimeRules, UncheckedPosition};
 use chrono::{DateTime, Utc};
-use courier_model::position::{FieldError, Position, TimeRules, UncheckedPosition};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
