@@ -9,7 +9,7 @@ CARGO ?= cargo
 TOOLS := .tools
 TEST_VENV := $(TOOLS)/test-venv
 
-.PHONY: help demo airflow-ui test tools build lint fmt test-rust test-demo test-browser test-airflow test-infra test-infra-moto test-fuzz fuzz bench-ingest bench-compactor clean
+.PHONY: help web-assets demo airflow-ui test tools build lint fmt test-rust test-demo test-browser test-airflow test-infra test-infra-moto test-fuzz fuzz bench-ingest bench-compactor clean
 
 help:
 	@echo "make demo          run the ingestion path end to end on the embedded local stream, then the hourly Airflow DAG into PostgreSQL"
@@ -21,7 +21,7 @@ help:
 	@echo "make fmt           format the Rust code"
 	@echo "make fuzz FUZZ_TARGET=record_decoder FUZZ_SECONDS=600   fuzz one target (scripts/fuzz.sh list)"
 
-demo:
+demo: web-assets
 	scripts/demo.sh
 
 airflow-ui:
@@ -33,7 +33,11 @@ tools: $(TEST_VENV)/.requirements.stamp
 $(TEST_VENV)/.requirements.stamp: tests/requirements-tools.txt scripts/ensure-venv.sh
 	scripts/ensure-venv.sh $(TEST_VENV) tests/requirements-tools.txt
 
-build:
+# Leaflet for the map pages, from npm (services/ingest-api/web/package-lock.json); idempotent.
+web-assets:
+	scripts/web-assets.sh
+
+build: web-assets
 	$(CARGO) build --locked --workspace --all-targets --all-features
 
 lint:
@@ -59,7 +63,7 @@ test-demo: test-rust
 
 # The live map (GET /map) in headless Chromium; installs chromium,
 # chromium-driver and .tools/e2e-venv when missing.
-test-browser: test-rust
+test-browser: test-rust web-assets
 	SKIP_BUILD=1 scripts/test-browser.sh
 
 # The Airflow DAGs on the deployed Airflow (Terraform's airflow_version, MWAA's

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# test-browser.sh: the live map (GET /map) in headless Chromium.
+# test-browser.sh: the live map (GET /map) and the customer tracking page
+# (GET /track) in headless Chromium.
 #
 # Installs what it needs, idempotently: the Debian packages chromium,
 # chromium-driver and fonts-dejavu-core only when missing (apt-get, as root or
 # through sudo), the Python venv .tools/e2e-venv from tests/e2e/requirements.txt
-# (Selenium). Then builds ingest-api and runs tests/e2e/test_live_map.py,
-# which leaves a screenshot in target/test-artifacts/live-map.png.
+# (Selenium), Leaflet from npm (scripts/web-assets.sh). Then builds ingest-api
+# and runs tests/e2e/test_live_map.py and tests/e2e/test_tracking_page.py,
+# which leave screenshots in target/test-artifacts/.
 # Exits non-zero when anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,12 +34,16 @@ if ((${#missing[@]})); then
 fi
 
 scripts/ensure-venv.sh "$VENV" tests/e2e/requirements.txt
+scripts/web-assets.sh
 # `make test` passes SKIP_BUILD=1: its `cargo test --workspace` has just built
 # target/debug/ingest-api (a narrower build would resolve features differently
 # and rebuild).
 if [[ -z "${SKIP_BUILD:-}" ]]; then
   "$CARGO" build --locked --workspace --bins
 fi
+# Selected tests: E2E_TESTS="test_live_map.LiveMapTest.test_leaflet_over_the_configured_tiles".
 INGEST_API_BIN="$PWD/target/debug/ingest-api" \
   CHROMIUM="$(command -v chromium)" CHROMEDRIVER="$(command -v chromedriver)" \
-  "$VENV/bin/python" tests/e2e/test_live_map.py
+  INGEST_ASSETS_DIR="$PWD/services/ingest-api/web/node_modules" \
+  PYTHONPATH="$PWD/tests/e2e" \
+  "$PWD/$VENV/bin/python" -m unittest -v ${E2E_TESTS:-test_live_map test_tracking_page}

@@ -159,6 +159,7 @@ impl Application {
             Some(text) => ApiKeys::parse(text).context("dispatch_api_keys")?,
             None => ApiKeys::default(),
         };
+        let web_pages = Arc::new(crate::web::Web::load(&settings)?);
         let state = web::Data::new(AppState {
             keys,
             dispatch_keys,
@@ -172,6 +173,7 @@ impl Application {
             },
             max_batch: settings.max_batch_positions,
             max_body_bytes: settings.max_body_bytes,
+            web: web_pages,
         });
         let mut server = HttpServer::new(move || {
             App::new()

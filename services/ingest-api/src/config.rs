@@ -135,6 +135,19 @@ pub struct Settings {
     /// Positions queued for the shared store at most; beyond, updates are
     /// dropped (counted).
     pub store_queue_positions: usize,
+    /// Directory holding the npm packages the pages use (`leaflet/dist/`
+    /// inside it), served under `/assets/`; filled by
+    /// `scripts/web-assets.sh`. Needed only with `map_tile_url`.
+    pub assets_dir: PathBuf,
+    /// Tile source of the maps: an OpenStreetMap-style URL template
+    /// (`https://tile.openstreetmap.org/{z}/{x}/{y}.png`); the pages' CSP
+    /// allows its host for images and nothing else external. None: the maps
+    /// draw a lat/lon grid and load nothing from elsewhere.
+    pub map_tile_url: Option<String>,
+    /// Attribution shown under the tiles (plain text).
+    pub map_tile_attribution: String,
+    /// Largest zoom level the tile source serves.
+    pub map_tile_max_zoom: u8,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -184,6 +197,10 @@ impl Default for Settings {
             redis_key_prefix: "courier:".into(),
             redis_timeout_ms: 500,
             store_queue_positions: 100_000,
+            assets_dir: PathBuf::from("services/ingest-api/web/node_modules"),
+            map_tile_url: None,
+            map_tile_attribution: "© OpenStreetMap contributors".into(),
+            map_tile_max_zoom: 19,
             log_format: LogFormat::Text,
         }
     }
@@ -283,6 +300,21 @@ impl Settings {
             if !ok {
                 return Err(SettingsError::Invalid { name, rule });
             }
+        }
+        if let Some(template) = &self.map_tile_url {
+            crate::web::tile_origin(template).map_err(|e| SettingsError::Invalid {
+                name: "map_tile_url",
+                rule: e
+                    .to_string()
+                    .trim_start_matches("setting map_tile_url ")
+                    .to_owned(),
+            })?;
+        }
+        if !(1..=22).contains(&self.map_tile_max_zoom) {
+            return Err(SettingsError::Invalid {
+                name: "map_tile_max_zoom",
+                rule: "must be between 1 and 22".into(),
+            });
         }
         if self.max_inflight_positions < self.max_batch_positions {
             return Err(SettingsError::Invalid {
@@ -559,6 +591,26 @@ pub struct ServeArgs {
     #[arg(long, env = "INGEST_STORE_QUEUE_POSITIONS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store_queue_positions: Option<usize>,
+    /// Directory of the npm packages the map pages use (leaflet/dist inside),
+    /// served under /assets/; filled by scripts/web-assets.sh
+    /// [default: services/ingest-api/web/node_modules].
+    #[arg(long, env = "INGEST_ASSETS_DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assets_dir: Option<PathBuf>,
+    /// Map tile source, an OpenStreetMap-style URL template such as
+    /// https://tile.openstreetmap.org/{z}/{x}/{y}.png; the pages' CSP allows
+    /// its host for images [default: none, the maps draw an offline grid].
+    #[arg(long, env = "INGEST_MAP_TILE_URL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map_tile_url: Option<String>,
+    /// Attribution shown under the tiles, plain text [default: © OpenStreetMap contributors].
+    #[arg(long, env = "INGEST_MAP_TILE_ATTRIBUTION")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map_tile_attribution: Option<String>,
+    /// Largest zoom level of the tile source, 1-22 [default: 19].
+    #[arg(long, env = "INGEST_MAP_TILE_MAX_ZOOM")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub map_tile_max_zoom: Option<u8>,
     /// Log format: text or json [default: text]. Levels: RUST_LOG (default info).
     #[arg(long, env = "INGEST_LOG_FORMAT", value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]

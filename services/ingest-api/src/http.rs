@@ -15,7 +15,6 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{ApiKey, ApiKeys};
-use crate::live::{MAP_HTML, TRACK_HTML};
 use crate::metrics::Metrics;
 use crate::payload::{BodyError, FIELDS, Rejection, parse_body};
 use crate::pipeline::ack::WriteError;
@@ -25,6 +24,7 @@ use crate::store::{
     DEFAULT_NEAR_LIMIT, MAX_GEO_LAT, MAX_NEAR_LIMIT, MAX_RADIUS_M, NearQuery, PositionStore,
     StoreError, StoredPosition,
 };
+use crate::web::Web;
 
 /// The OpenAPI 3.1 document of this API.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
@@ -49,6 +49,8 @@ pub struct AppState {
     pub max_batch: usize,
     /// Body size limit.
     pub max_body_bytes: usize,
+    /// The map pages and the assets under `/assets/`.
+    pub web: Arc<Web>,
 }
 
 /// Body of `202` and `422` answers to `POST /v1/positions`.
@@ -412,6 +414,34 @@ pub async fn get_latest(
     }
 }
 
+/// `DELETE /v1/couriers/{courier_id}/position` (dispatch key): erases the
+/// courier from the live store: its latest position and its entries in the
+/// nearby index (the shared store: the position hash, the geo and last-seen
+/// entries; the embedded store: the tracker's entry). Idempotent: `204`
+/// whether or not anything was there. The durable stream and the lake are
+/// not touched (their erasure is the compactor's and the DAG's). A position
+/// of the courier accepted after the call is stored again.
+pub async fn erase_position(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let key = authenticate_dispatch(&req, &state)?;
+    let courier_id = CourierId::parse(&path).map_err(|e| ApiError::InvalidParameter {
+        field: "courier_id",
+        message: e.message,
+    })?;
+    let removed = state.store.erase(courier_id.as_str()).await?;
+    state.metrics.couriers_erased.inc();
+    tracing::info!(
+        key = %key.name,
+        courier = %courier_id,
+        removed,
+        "courier erased from the position store"
+    );
+    Ok(HttpResponse::NoContent().finish())
+}
+
 /// Parses the query of `GET /v1/couriers/near`: every parameter once, each
 /// within its bounds; an error names the parameter and its rule.
 pub fn parse_near_query(query: &str) -> Result<NearQuery, ApiError> {
@@ -604,8 +634,9 @@ pub async fn create_tracking_link(
         .json(serde_json::json!({
             "link_id": link_id,
             "token": token,
-            "url": format!("/track/{token}"),
-            "api_url": format!("/v1/track/{token}"),
+            "url": format!("/track#{token}"),
+            "api_url": "/v1/track",
+            "api_header": TRACKING_TOKEN_HEADER,
             "order_id": record.order_id,
             "courier_id": record.courier_id,
             "expires_at": record.expires_at.to_rfc3339_opts(SecondsFormat::Micros, true),
@@ -628,17 +659,27 @@ pub async fn revoke_tracking_link(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// `GET /v1/track/{token}` (no key: the token is the credential): while the
-/// link is active, the latest position of its courier and nothing else;
-/// otherwise `404` that says nothing about the courier. The token never
-/// reaches a log: the request logger records the route pattern only.
+/// The request header that carries a customer tracking token.
+pub const TRACKING_TOKEN_HEADER: &str = "x-tracking-token";
+
+/// `GET /v1/track` with the token in the `X-Tracking-Token` header (no key:
+/// the token is the credential; never in a path, so it reaches no access
+/// log): while the link is active, the latest position of its courier and
+/// nothing else; otherwise (also with no or a malformed header) `404` that
+/// says nothing about the courier. The request logger records the route
+/// pattern only and no header.
 pub async fn get_tracking(
-    path: web::Path<String>,
+    req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let token = path.into_inner();
-    let link = if links::well_formed(&token) {
-        state.store.link(&links::link_id(&token)).await?
+    let token = req
+        .headers()
+        .get(TRACKING_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .unwrap_or_default();
+    let link = if links::well_formed(token) {
+        state.store.link(&links::link_id(token)).await?
     } else {
         None
     };
@@ -675,40 +716,68 @@ pub async fn get_tracking(
         })))
 }
 
-/// Content security policy of the tracking page: its inline script and
-/// style, requests to this origin only.
-const TRACK_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
-    style-src 'unsafe-inline'; connect-src 'self'; base-uri 'none'; \
-    form-action 'none'; frame-ancestors 'none'";
-
-/// `GET /track/{token}`: the customer's page. The same static page for
-/// every token (it asks `/v1/track/{token}` and shows what that answers),
-/// never cached and never sending its URL as a referrer.
-pub async fn tracking_page() -> HttpResponse {
+/// `GET /track`: the customer's page, opened as `/track#<token>` (the
+/// fragment never leaves the browser). The same page for every token: it
+/// reads the token from `location.hash`, asks `GET /v1/track` with it in the
+/// `X-Tracking-Token` header and shows what that answers on the map; never
+/// cached and never sending its URL as a referrer. Its CSP
+/// allows this origin and, for images, the configured tile host only.
+pub async fn tracking_page(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .insert_header((header::CONTENT_SECURITY_POLICY, TRACK_CSP))
+        .insert_header((header::CONTENT_SECURITY_POLICY, state.web.csp.as_str()))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .insert_header(("x-robots-tag", "noindex"))
-        .body(TRACK_HTML)
+        .body(state.web.track_html.clone())
 }
 
-/// Content security policy of the map page: its own inline script and
-/// style, requests to this origin only; nothing from anywhere else.
-const MAP_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
-    style-src 'unsafe-inline'; connect-src 'self'; img-src data:; base-uri 'none'; \
-    form-action 'none'; frame-ancestors 'none'";
-
 /// `GET /map`: the live map page (no key needed for the page; it asks for
-/// one to read the stream).
-pub async fn map_page() -> HttpResponse {
+/// one to read the stream). Its CSP allows this origin and, for images, the
+/// configured tile host only.
+pub async fn map_page(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .insert_header((header::CONTENT_SECURITY_POLICY, MAP_CSP))
+        .insert_header((header::CONTENT_SECURITY_POLICY, state.web.csp.as_str()))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .body(MAP_HTML)
+        .body(state.web.map_html.clone())
+}
+
+/// `GET|HEAD /assets/{path}`: the map script and the Leaflet files, from
+/// memory (read at startup); only the files of [`crate::web`], with their
+/// content type, cache headers and an ETag (`304` on a match).
+pub async fn asset(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(asset) = state.web.assets.get(path.as_str()) else {
+        return Err(ApiError::NotFound(format!(
+            "{} {}",
+            req.method(),
+            req.path()
+        )));
+    };
+    let matches = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == asset.etag));
+    let mut res = if matches {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    res.insert_header((header::CACHE_CONTROL, asset.cache_control))
+        .insert_header((header::ETAG, asset.etag.as_str()))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
+    if matches {
+        return Ok(res.finish());
+    }
+    // HEAD: the server sends the headers of this answer without its body.
+    res.insert_header((header::CONTENT_TYPE, asset.content_type));
+    Ok(res.body(asset.body.clone()))
 }
 
 /// `GET /healthz`: the process is alive.
@@ -790,20 +859,21 @@ fn method_not_allowed(
 
 /// Every route with the methods it serves (the `Allow` header of its `405`).
 /// The OpenAPI document has exactly these paths and methods (tested).
-pub const ROUTES: [(&str, &str); 13] = [
+pub const ROUTES: [(&str, &str); 14] = [
     ("/v1/positions", "POST"),
     ("/v1/tracking-links", "POST"),
     ("/v1/tracking-links/{link_id}", "DELETE"),
-    ("/v1/track/{token}", "GET"),
-    ("/track/{token}", "GET"),
+    ("/v1/track", "GET"),
+    ("/track", "GET"),
     ("/v1/positions/stream", "GET"),
     ("/v1/couriers/near", "GET"),
-    ("/v1/couriers/{courier_id}/position", "GET, HEAD"),
+    ("/v1/couriers/{courier_id}/position", "GET, HEAD, DELETE"),
     ("/healthz", "GET, HEAD"),
     ("/readyz", "GET, HEAD"),
     ("/metrics", "GET, HEAD"),
     ("/openapi.json", "GET, HEAD"),
     ("/map", "GET, HEAD"),
+    ("/assets/{path}", "GET, HEAD"),
 ];
 
 /// The methods `path` serves, from [`ROUTES`].
@@ -844,19 +914,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )))),
     )
     .service(
-        web::resource("/v1/track/{token}")
+        web::resource("/v1/track")
             .route(web::get().to(get_tracking))
-            .default_service(web::to(method_not_allowed(allowed("/v1/track/{token}")))),
+            .default_service(web::to(method_not_allowed(allowed("/v1/track")))),
     )
     .service(
-        web::resource("/track/{token}")
+        web::resource("/track")
             .route(web::get().to(tracking_page))
-            .default_service(web::to(method_not_allowed(allowed("/track/{token}")))),
+            .default_service(web::to(method_not_allowed(allowed("/track")))),
+    )
+    .service(
+        web::resource("/assets/{path:.+}")
+            .route(web::get().to(asset))
+            .route(web::head().to(asset))
+            .default_service(web::to(method_not_allowed(allowed("/assets/{path}")))),
     )
     .service(
         web::resource("/v1/couriers/{courier_id}/position")
             .route(web::get().to(get_latest))
             .route(web::head().to(get_latest))
+            .route(web::delete().to(erase_position))
             .default_service(web::to(method_not_allowed(allowed(
                 "/v1/couriers/{courier_id}/position",
             )))),
@@ -890,8 +967,9 @@ async fn head_ok(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
 
 /// Counts and times every request by route pattern and status, logs server
 /// errors, and closes connections once shutdown has begun. It records the
-/// route *pattern* (`/v1/track/{token}`), never the path: a tracking token
-/// in a path reaches neither a log line nor a metric label.
+/// route *pattern*, never the path nor a header: no id of a path and no
+/// tracking token (header `X-Tracking-Token`) reaches a log line or a
+/// metric label.
 pub async fn observe(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -955,8 +1033,9 @@ mod openapi_contract {
     const NEAR: Op = ("/v1/couriers/near", "get");
     const LINK_CREATE: Op = ("/v1/tracking-links", "post");
     const LINK_REVOKE: Op = ("/v1/tracking-links/{link_id}", "delete");
-    const TRACK: Op = ("/v1/track/{token}", "get");
-    const TRACK_PAGE: Op = ("/track/{token}", "get");
+    const TRACK: Op = ("/v1/track", "get");
+    const TRACK_PAGE: Op = ("/track", "get");
+    const ERASE: Op = ("/v1/couriers/{courier_id}/position", "delete");
 
     fn doc() -> Value {
         serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON")
@@ -984,13 +1063,16 @@ mod openapi_contract {
                     NEAR,
                     LINK_CREATE,
                     LINK_REVOKE,
+                    ERASE,
                 ]
             }
             ApiError::UnsupportedMediaType(_)
             | ApiError::PayloadTooLarge(_)
             | ApiError::Body(_) => vec![POST, LINK_CREATE],
             ApiError::NoneValid(_) => vec![POST],
-            ApiError::InvalidParameter { .. } => vec![LATEST, LATEST_HEAD, NEAR, LINK_CREATE],
+            ApiError::InvalidParameter { .. } => {
+                vec![LATEST, LATEST_HEAD, NEAR, LINK_CREATE, ERASE]
+            }
             ApiError::CourierNotFound(_) => vec![LATEST, LATEST_HEAD],
             ApiError::TrackingLinkNotFound => vec![LINK_REVOKE, TRACK],
             ApiError::StoreUnavailable(_) => vec![
@@ -1001,6 +1083,7 @@ mod openapi_contract {
                 LINK_CREATE,
                 LINK_REVOKE,
                 TRACK,
+                ERASE,
             ],
             // The default service, for paths that are no route at all.
             ApiError::NotFound(_) => vec![],
@@ -1100,7 +1183,9 @@ mod openapi_contract {
             }
         }
         // Success and readiness answers of the handlers.
-        let successes: [(Op, u16); 18] = [
+        let successes: [(Op, u16); 20] = [
+            (ERASE, StatusCode::NO_CONTENT.as_u16()),
+            (("/assets/{path}", "get"), 200),
             (POST, StatusCode::ACCEPTED.as_u16()),
             (LINK_CREATE, StatusCode::CREATED.as_u16()),
             (LINK_REVOKE, StatusCode::NO_CONTENT.as_u16()),

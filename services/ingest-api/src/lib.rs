@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod store;
 pub mod telemetry;
+pub mod web;
 
 pub use app::Application;
 pub use config::Settings;

@@ -28,12 +28,6 @@ use crate::metrics::Metrics;
 /// How often an idle stream sends a `: keep-alive` comment.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// The map page, compiled into the binary.
-pub const MAP_HTML: &str = include_str!("live_map.html");
-
-/// The customer tracking page (`GET /track/{token}`), compiled into the binary.
-pub const TRACK_HTML: &str = include_str!("track.html");
-
 /// One position as sent to viewers.
 #[derive(Serialize)]
 struct LiveEvent<'a> {

@@ -96,6 +96,9 @@ pub struct Metrics {
     /// Tracking link reads answered 404: unknown, tampered, expired or
     /// revoked token.
     pub tracking_links_not_found: IntCounter,
+    /// Erasures of a courier from the position store (DELETE
+    /// /v1/couriers/{courier_id}/position).
+    pub couriers_erased: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -367,6 +370,11 @@ impl Metrics {
                 &r,
                 "ingest_tracking_links_not_found_total",
                 "Tracking link reads answered 404 (unknown, tampered, expired or revoked).",
+            ),
+            couriers_erased: counter(
+                &r,
+                "ingest_couriers_erased_total",
+                "Erasures of a courier from the position store (DELETE /v1/couriers/{courier_id}/position).",
             ),
             registry: r,
         }

@@ -260,7 +260,9 @@ async fn the_map_page_is_served_without_a_key_and_self_contained() {
     assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"));
     let html = res.text().await.expect("html");
     for needle in [
-        "<canvas",
+        "<script src=\"/assets/courier-map.js\"></script>",
+        "<script id=\"map-config\" type=\"application/json\">",
+        "CourierMap.create",
         "id=\"courier-count\"",
         "id=\"event-count\"",
         "/v1/positions/stream",
@@ -269,9 +271,58 @@ async fn the_map_page_is_served_without_a_key_and_self_contained() {
     ] {
         assert!(html.contains(needle), "the page misses {needle}");
     }
-    // Nothing is loaded from elsewhere: works offline.
-    for external in ["http://", "https://", "//cdn", "<link rel=\"stylesheet\""] {
+    // Nothing is loaded from elsewhere, and without a tile source not even
+    // Leaflet: the grid works offline.
+    for external in [
+        "http://",
+        "https://",
+        "//cdn",
+        "<link rel=\"stylesheet\"",
+        "/assets/leaflet/",
+    ] {
         assert!(!html.contains(external), "the page refers to {external}");
+    }
+    assert!(
+        !csp.contains("http"),
+        "no external host without tiles: {csp}"
+    );
+    // The map script comes from the service, with its content type.
+    let script = app
+        .client
+        .get(format!("{}/assets/courier-map.js", app.base))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(script.status(), 200);
+    assert_eq!(
+        script.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert_eq!(script.headers()["x-content-type-options"], "nosniff");
+    let etag = script.headers()["etag"].clone();
+    assert!(
+        script
+            .text()
+            .await
+            .expect("js")
+            .contains("window.CourierMap")
+    );
+    let again = app
+        .client
+        .get(format!("{}/assets/courier-map.js", app.base))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(again.status(), 304);
+    for missing in ["/assets/nope.js", "/assets/leaflet/../../Cargo.toml"] {
+        let res = app
+            .client
+            .get(format!("{}{missing}", app.base))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 404, "{missing}");
     }
     let head = app
         .client

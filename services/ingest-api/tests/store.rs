@@ -475,3 +475,168 @@ async fn a_store_outage_leaves_ingestion_accepting_and_reads_unavailable_then_re
     }
     assert_eq!(app.metric("ingest_store_up").await, 1.0);
 }
+
+/// An app with a dispatch key, on the shared store under `prefix` when given.
+async fn app_with_dispatch(redis_prefix: Option<&str>) -> (TestApp, String) {
+    let (dispatch, line) = create_key("dispatch", None).expect("key");
+    let redis_prefix = redis_prefix.map(str::to_owned);
+    let app = spawn_app_with(move |s| {
+        s.dispatch_api_keys = Some(line);
+        if let Some(prefix) = redis_prefix {
+            s.redis_url = Some(SHARED_REDIS.into());
+            s.redis_key_prefix = prefix;
+            s.redis_timeout_ms = 300;
+            s.tracker_ttl_secs = 600;
+        }
+    })
+    .await;
+    (app, dispatch)
+}
+
+async fn erase(app: &TestApp, key: Option<&str>, courier: &str) -> (u16, Value) {
+    let mut req = app
+        .client
+        .delete(format!("{}/v1/couriers/{courier}/position", app.base));
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let res = req.send().await.expect("request");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn near_ids(app: &TestApp) -> Vec<String> {
+    let (status, body) = get(
+        &app.client,
+        &app.base,
+        &app.token,
+        "/v1/couriers/near?lat=0&lon=0&radius_m=5000",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["couriers"]
+        .as_array()
+        .expect("couriers")
+        .iter()
+        .filter_map(|c| c["courier_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Erasure of one courier (issue 15's erasure DAG calls it): only a dispatch
+/// key, the courier's latest position and nearby entry gone, the other
+/// courier untouched, `204` again on a repeat.
+async fn erasing_a_courier_removes_it_and_only_it(app: &TestApp, dispatch: &str, tag: &str) {
+    let (gone, kept) = (format!("{tag}-gone"), format!("{tag}-kept"));
+    let positions = json!({"positions": [
+        at(&gone, north_of_origin(100.0), 0.0, 5),
+        at(&gone, north_of_origin(200.0), 0.0, 2),
+        at(&kept, north_of_origin(300.0), 0.0, 2),
+    ]});
+    assert_eq!(app.post_json(&positions).await.0, 202);
+    for courier in [&gone, &kept] {
+        wait_field(
+            &app.base,
+            &app.token,
+            &format!("/v1/couriers/{courier}/position"),
+            "courier_id",
+            &json!(courier),
+        )
+        .await;
+    }
+    wait_for(
+        "both in the nearby index",
+        Duration::from_secs(10),
+        || async {
+            let ids = near_ids(app).await;
+            ids.contains(&gone) && ids.contains(&kept)
+        },
+    )
+    .await;
+
+    for (key, what) in [
+        (None, "no key"),
+        (Some(app.token.as_str()), "a courier-app key"),
+    ] {
+        let (status, body) = erase(app, key, &gone).await;
+        assert_eq!(status, 401, "{what}: {body}");
+    }
+    let (status, body) = erase(app, Some(dispatch), "not a courier id").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "courier_id", "{body}");
+    let (status, _) = get(
+        &app.client,
+        &app.base,
+        &app.token,
+        &format!("/v1/couriers/{gone}/position"),
+    )
+    .await;
+    assert_eq!(status, 200, "refused erasures leave the courier");
+
+    assert_eq!(erase(app, Some(dispatch), &gone).await.0, 204);
+    let (status, body) = get(
+        &app.client,
+        &app.base,
+        &app.token,
+        &format!("/v1/couriers/{gone}/position"),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let ids = near_ids(app).await;
+    assert!(!ids.contains(&gone) && ids.contains(&kept), "{ids:?}");
+    // Idempotent: again, and for a courier never seen.
+    assert_eq!(erase(app, Some(dispatch), &gone).await.0, 204);
+    assert_eq!(
+        erase(app, Some(dispatch), &format!("{tag}-never")).await.0,
+        204
+    );
+    assert_eq!(app.metric("ingest_couriers_erased_total").await, 3.0);
+    let (status, _) = get(
+        &app.client,
+        &app.base,
+        &app.token,
+        &format!("/v1/couriers/{kept}/position"),
+    )
+    .await;
+    assert_eq!(status, 200, "the other courier is kept");
+}
+
+#[actix_rt::test]
+async fn erasure_on_the_shared_store_removes_every_key_of_the_courier() {
+    let prefix = prefix();
+    let (app, dispatch) = app_with_dispatch(Some(&prefix)).await;
+    erasing_a_courier_removes_it_and_only_it(&app, &dispatch, "erase").await;
+    // In Redis itself: no position hash, no geo or last-seen member left.
+    let client = redis::Client::open(SHARED_REDIS).expect("client");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connection");
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(format!("{prefix}pos:erase-gone"))
+        .query_async(&mut conn)
+        .await
+        .expect("EXISTS");
+    assert_eq!(exists, 0);
+    for index in ["geo", "seen"] {
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg(format!("{prefix}{index}"))
+            .arg("erase-gone")
+            .query_async(&mut conn)
+            .await
+            .expect("ZSCORE");
+        assert_eq!(score, None, "erase-gone is still in {index}");
+        let kept: Option<f64> = redis::cmd("ZSCORE")
+            .arg(format!("{prefix}{index}"))
+            .arg("erase-kept")
+            .query_async(&mut conn)
+            .await
+            .expect("ZSCORE");
+        assert!(kept.is_some(), "erase-kept left {index}");
+    }
+}
+
+#[actix_rt::test]
+async fn erasure_on_the_embedded_store() {
+    let (app, dispatch) = app_with_dispatch(None).await;
+    erasing_a_courier_removes_it_and_only_it(&app, &dispatch, "erase-local").await;
+}

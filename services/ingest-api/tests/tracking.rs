@@ -73,9 +73,11 @@ async fn create(
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
+/// `GET /v1/track` with the token in the `X-Tracking-Token` header.
 async fn track(client: &reqwest::Client, base: &str, token: &str) -> (u16, Value) {
     let res = client
-        .get(format!("{base}/v1/track/{token}"))
+        .get(format!("{base}/v1/track"))
+        .header("x-tracking-token", token)
         .send()
         .await
         .expect("request");
@@ -143,7 +145,9 @@ async fn a_link_shows_its_courier_only_while_it_is_active(app: &TestApp, dispatc
     assert_eq!(status, 201, "{link}");
     let token = link["token"].as_str().expect("token").to_owned();
     let link_id = link["link_id"].as_str().expect("link id").to_owned();
-    assert_eq!(link["url"], format!("/track/{token}"));
+    assert_eq!(link["url"], format!("/track#{token}"));
+    assert_eq!(link["api_url"], "/v1/track");
+    assert_eq!(link["api_header"], "x-tracking-token");
     assert_eq!(link["courier_id"], mine.as_str());
 
     // Before the courier's first fix: active, no position.
@@ -199,10 +203,38 @@ async fn a_link_shows_its_courier_only_while_it_is_active(app: &TestApp, dispatc
         assert_gone(status, &body, what);
     }
 
-    // The page: static, never cached, no referrer, nothing about the courier.
+    // No header at all: 404 like any inactive link. The former routes with
+    // the token in the path are gone (404, no route), so no client keeps
+    // sending tokens in paths that load balancers log.
     let res = app
         .client
-        .get(format!("{}/track/{token}", app.base))
+        .get(format!("{}/v1/track", app.base))
+        .send()
+        .await
+        .expect("request");
+    let status = res.status().as_u16();
+    assert_gone(
+        status,
+        &res.json().await.unwrap_or(Value::Null),
+        "no header",
+    );
+    for old in [format!("/v1/track/{token}"), format!("/track/{token}")] {
+        let res = app
+            .client
+            .get(format!("{}{old}", app.base))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 404, "{old} is no route any more");
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        assert_eq!(body["error"], "not_found", "{body}");
+    }
+
+    // The page (the browser opens /track#<token>; the fragment is never
+    // sent): static, never cached, no referrer, nothing about the courier.
+    let res = app
+        .client
+        .get(format!("{}/track", app.base))
         .send()
         .await
         .expect("page");
@@ -217,7 +249,14 @@ async fn a_link_shows_its_courier_only_while_it_is_active(app: &TestApp, dispatc
             .contains("connect-src 'self'")
     );
     let page = res.text().await.expect("html");
-    assert!(page.contains("/v1/track/"), "the page asks the JSON route");
+    assert!(
+        page.contains("\"/v1/track\"") && page.contains("X-Tracking-Token"),
+        "the page asks the JSON route with the token in the header"
+    );
+    assert!(
+        page.contains("location.hash"),
+        "the page reads the fragment"
+    );
     assert!(!page.contains(&mine) && !page.contains(&order));
 
     // Revocation: only dispatch, then the link answers 404 at once.
@@ -354,7 +393,7 @@ async fn a_link_works_on_every_task_and_its_token_is_never_logged() {
     )
     .await;
     let page = client
-        .get(format!("{}/track/{token}", b.base))
+        .get(format!("{}/track", b.base))
         .send()
         .await
         .expect("page");
@@ -376,7 +415,7 @@ async fn a_link_works_on_every_task_and_its_token_is_never_logged() {
     for process in [&a, &b] {
         let log = process.log.lock().clone();
         assert!(
-            log.contains("/v1/track/{token}"),
+            log.contains("/v1/track"),
             "the request logger logged the reads:\n{log}"
         );
         assert!(!log.contains(&token), "a log line holds the token:\n{log}");

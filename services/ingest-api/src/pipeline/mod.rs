@@ -459,6 +459,16 @@ impl Pipeline {
         }
     }
 
+    /// Forgets a courier's latest position (erasure); whether it was known.
+    pub async fn forget(&self, courier_id: &str) -> bool {
+        let n = self.trackers.len();
+        let i = (partition_hash(courier_id) % n as u128) as usize;
+        self.trackers[i]
+            .send(tracker::Forget(courier_id.to_owned()))
+            .await
+            .unwrap_or(false)
+    }
+
     /// The latest accepted position of a courier.
     pub async fn latest(&self, courier_id: &str) -> Option<Position> {
         let n = self.trackers.len();

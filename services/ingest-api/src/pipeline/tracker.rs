@@ -42,6 +42,27 @@ impl Message for Near {
     type Result = Vec<(crate::store::StoredPosition, f64)>;
 }
 
+/// Forget a courier now (erasure); whether it was known.
+pub struct Forget(pub String);
+
+impl Message for Forget {
+    type Result = bool;
+}
+
+impl Handler<Forget> for Tracker {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Forget, _: &mut Self::Context) -> Self::Result {
+        let known = self.latest.remove(msg.0.as_str()).is_some();
+        if known {
+            self.metrics.tracked_couriers.dec();
+            // Its entries in `recency` are stale now; compaction drops them.
+            self.compact();
+        }
+        known
+    }
+}
+
 struct Entry {
     position: Position,
     /// Sequence of the courier's last observation (its entry in `recency`).

@@ -243,6 +243,15 @@ impl PositionStore {
         }
     }
 
+    /// Erases a courier: its latest position and its nearby-index entries.
+    /// Whether anything was there; erasing an unknown courier is no error.
+    pub async fn erase(&self, courier_id: &str) -> Result<bool, StoreError> {
+        match self {
+            Self::Embedded(pipeline, _) => Ok(pipeline.forget(courier_id).await),
+            Self::Redis(store) => store.erase(courier_id).await,
+        }
+    }
+
     /// Keeps a customer tracking link under `link_id` until its `expires_at`.
     pub async fn put_link(&self, link_id: &str, record: &LinkRecord) -> Result<(), StoreError> {
         match self {

@@ -286,6 +286,21 @@ impl RedisStore {
             .collect()
     }
 
+    /// Erases a courier: its position hash and its geo and last-seen entries,
+    /// in one transaction. Whether anything was there.
+    pub async fn erase(&self, courier_id: &str) -> Result<bool, StoreError> {
+        let s = &self.shared;
+        let mut conn = s.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .del(s.keys.position(courier_id))
+            .zrem(&s.keys.geo, courier_id)
+            .zrem(&s.keys.seen, courier_id);
+        let (pos, geo, seen): (i64, i64, i64) =
+            s.call("erase", pipe.query_async(&mut conn)).await?;
+        Ok(pos + geo + seen > 0)
+    }
+
     /// Keeps a tracking link until its `expires_at`.
     pub async fn put_link(&self, link_id: &str, record: &LinkRecord) -> Result<(), StoreError> {
         let s = &self.shared;
