@@ -39,6 +39,9 @@ DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 # The documented local demo key (docs/deploy.md): never valid in AWS.
 DEMO_TOKEN = "cpk_local-demo-key-do-not-use-in-aws"
 DEMO_HASH = hashlib.sha256(DEMO_TOKEN.encode()).hexdigest()
+# The local dispatch key (tracking links; the erasure DAG's live-store tier), also public.
+DISPATCH_TOKEN = "cpk_local-dispatch-key-do-not-use-in-aws"
+DISPATCH_HASH = hashlib.sha256(DISPATCH_TOKEN.encode()).hexdigest()
 # LocalStack accepts any credentials; "test" is its documented dummy.
 LOCALSTACK_DUMMY_CREDENTIAL = "test"
 
@@ -155,8 +158,8 @@ def check_interpolation(text: str) -> list[str]:
 
 
 def check_secrets(compose: dict[str, Any], text: str) -> list[str]:
-    """No secret but LocalStack's dummy credentials and the demo key."""
-    allowed = {LOCALSTACK_DUMMY_CREDENTIAL, DEMO_TOKEN, DEMO_HASH}
+    """No secret but LocalStack's dummy credentials and the demo and dispatch keys."""
+    allowed = {LOCALSTACK_DUMMY_CREDENTIAL, DEMO_TOKEN, DEMO_HASH, DISPATCH_TOKEN, DISPATCH_HASH}
     problems = []
     for name, svc in compose["services"].items():
         for key, value in environment(svc).items():
@@ -167,13 +170,14 @@ def check_secrets(compose: dict[str, Any], text: str) -> list[str]:
                 if key.endswith("API_KEYS"):
                     for line in filter(None, (l.strip() for l in re.split(r"[,\n]", value))):
                         fields = line.split(":")
-                        if len(fields) < 2 or fields[1] != DEMO_HASH:
-                            problems.append(f"{name}: {key} line {line!r} is not the demo key")
+                        wanted = DISPATCH_HASH if key.endswith("DISPATCH_API_KEYS") else DEMO_HASH
+                        if len(fields) < 2 or fields[1] != wanted:
+                            problems.append(f"{name}: {key} line {line!r} is not the local demo key of its kind")
             for m in re.finditer(r"://([^/@:\s]+):([^/@\s]+)@", value):
                 problems.append(f"{name}: {key} has a password in a URI ({m.group(1)}:***@)")
     for m in re.finditer(r"\b[0-9a-f]{64}\b", text):
-        if m.group(0) != DEMO_HASH:
-            problems.append(f"a 64-hex string other than the demo key's hash: {m.group(0)[:8]}...")
+        if m.group(0) not in (DEMO_HASH, DISPATCH_HASH):
+            problems.append(f"a 64-hex string other than the demo keys' hashes: {m.group(0)[:8]}...")
     if re.search(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b", text):
         problems.append("an AWS access key id")
     if re.search(r"-----BEGIN [A-Z ]*PRIVATE KEY-----", text):
@@ -254,6 +258,7 @@ def test_no_plaintext_secret_but_the_documented_demo_key(compose):
     assert check_secrets(compose, COMPOSE_FILE.read_text()) == []
     doc = DEPLOY_DOC.read_text()
     assert DEMO_TOKEN in doc and DEMO_HASH in doc, "docs/deploy.md documents the demo key (token and hash)"
+    assert DISPATCH_TOKEN in doc and DISPATCH_HASH in doc, "docs/deploy.md documents the dispatch key (token and hash)"
 
 
 def test_built_services_use_their_own_dockerfile_from_the_repository_root(services):
