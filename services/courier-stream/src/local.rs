@@ -736,6 +736,54 @@ impl LocalStreamReader {
         }
     }
 
+    /// Where a replay from the arrival time `at_ms` (ms since the epoch)
+    /// starts: the sequence number to read after so that the first record
+    /// read is the shard's first retained record that arrived at or after
+    /// `at_ms` (Kinesis `AT_TIMESTAMP`). A time before the oldest retained
+    /// record starts at that record (what was trimmed is gone); a time after
+    /// the newest gives the newest (nothing to read). Arrival times come from
+    /// the one writer's clock, in append order; the search skips whole
+    /// segments by their first record and reads only the one it lands in.
+    pub fn sequence_before_arrival(&self, shard_id: &str, at_ms: i64) -> Result<u64, StreamError> {
+        let probe = self.cursor(shard_id, None)?;
+        let segments = list_segments(&probe.dir)?;
+        // The last segment whose first record arrived before `at_ms`.
+        let mut start: Option<u64> = None;
+        for (first, path) in &segments {
+            let file = File::open(path)
+                .map_err(|e| StreamError::io(format!("open {}", path.display()), e))?;
+            let mut reader = BufReader::new(file);
+            let frame = read_frame(&mut reader)
+                .map_err(|e| StreamError::io(format!("read {}", path.display()), e))?;
+            match frame {
+                Frame::Record(record, _) if record.arrival_ms < at_ms => start = Some(*first),
+                Frame::Record(..) => break,
+                // An empty or torn active segment: nothing in it to compare.
+                Frame::End | Frame::Torn => break,
+            }
+        }
+        let Some(first) = start else {
+            // Every retained record arrived at or after `at_ms`.
+            return Ok(segments
+                .first()
+                .map_or(0, |(first, _)| first.saturating_sub(1)));
+        };
+        let mut cursor = self.cursor(shard_id, Some(first.saturating_sub(1)))?;
+        let mut last = first.saturating_sub(1);
+        loop {
+            let batch = cursor.next_batch_limited(10_000, 8 * 1024 * 1024)?;
+            if batch.is_empty() {
+                return Ok(last);
+            }
+            for record in batch {
+                if record.arrival_ms >= at_ms {
+                    return Ok(record.sequence_number.saturating_sub(1));
+                }
+                last = record.sequence_number;
+            }
+        }
+    }
+
     /// Deletes the segments whose records are all at or before `through`
     /// (records a consumer has durably committed past). Never the last segment.
     pub fn trim(&self, shard_id: &str, through: u64) -> Result<usize, StreamError> {
@@ -1006,6 +1054,81 @@ mod tests {
                 .latest_sequence("shardId-000000000000")
                 .expect("latest"),
             Some(100)
+        );
+    }
+
+    /// Waits until the writer's clock has moved past `ms`.
+    fn clock_past(ms: i64) -> i64 {
+        loop {
+            let now = now_ms();
+            if now > ms {
+                return now;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replay_starts_at_the_first_record_that_arrived_at_or_after_a_time() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let stream = LocalStream::open(dir.path(), "s", options(1)).expect("open");
+        let shard = "shardId-000000000000";
+        let put = |i: usize| {
+            let stream = stream.clone();
+            async move {
+                stream
+                    .put_records(vec![record("k", &format!("r-{i:03}-{}", "x".repeat(40)))])
+                    .await
+                    .expect("put");
+            }
+        };
+        let reader = LocalStreamReader::open(dir.path(), "s").expect("reader");
+        assert_eq!(reader.sequence_before_arrival(shard, 0).expect("empty"), 0);
+        for i in 0..40 {
+            put(i).await;
+        }
+        let first_batch_end = clock_past(now_ms());
+        let from = clock_past(first_batch_end);
+        for i in 40..80 {
+            put(i).await;
+        }
+        // Several segments on each side of the time.
+        assert!(
+            list_segments(&dir.path().join("s").join(shard))
+                .expect("ls")
+                .len()
+                > 4
+        );
+        assert_eq!(reader.sequence_before_arrival(shard, from).expect("at"), 40);
+        assert_eq!(
+            reader
+                .sequence_before_arrival(shard, 0)
+                .expect("before all"),
+            0
+        );
+        let after_all = clock_past(now_ms());
+        assert_eq!(
+            reader
+                .sequence_before_arrival(shard, after_all)
+                .expect("after all"),
+            80
+        );
+        // Trimmed records are gone: a time before them starts at the oldest left.
+        let trimmed = reader.trim(shard, 30).expect("trim");
+        assert!(trimmed > 0);
+        let oldest = list_segments(&dir.path().join("s").join(shard)).expect("ls")[0].0;
+        assert!(oldest > 1);
+        assert_eq!(
+            reader
+                .sequence_before_arrival(shard, 0)
+                .expect("after trim"),
+            oldest - 1
+        );
+        assert_eq!(
+            reader
+                .sequence_before_arrival(shard, from)
+                .expect("at after trim"),
+            40
         );
     }
 
