@@ -31,6 +31,8 @@ pub struct Prepared {
     pub(crate) attempt: String,
     pub(crate) report: RunReport,
     pub(crate) started: Instant,
+    /// The erased couriers the run skipped (read at its start).
+    pub(crate) erased: std::collections::BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -70,6 +72,17 @@ impl Prepared {
             // Nothing to do: no commit.
             self.report.run = self.state.run;
             return Ok(self.finish_report());
+        }
+        // An erasure recorded while this run read may name couriers whose
+        // positions it wrote: commit nothing; the next run skips them.
+        let erased_now = crate::erasure::erased_couriers(&self.config.table).await?;
+        let new: Vec<&String> = erased_now.difference(&self.erased).collect();
+        if !new.is_empty() {
+            return Err(CompactorError::State(format!(
+                "{} courier(s) were erased while this run read the stream (an erasure request under {}/_erasure/ appeared); this run committed nothing: run again (it skips them)",
+                new.len(),
+                self.config.table
+            )));
         }
         if precheck {
             let committed = current_txn(&self.config.table, &app).await?;
@@ -193,6 +206,9 @@ impl Prepared {
             "files_added": r.files_added,
             "dead_letter_file": r.dead_letter_file,
             "dead_letter_reasons": r.dead_letter_reasons,
+            "replay_from": r.replay_from,
+            "replay_skipped_existing": r.replay_skipped_existing,
+            "erased_skipped": r.erased_skipped,
         })
     }
 

@@ -14,14 +14,17 @@ use crate::source::SourceRecord;
 use crate::{CompactorError, SequenceNumber};
 
 /// Decodes `record` of `shard_id`: valid positions to `rows`, the rest to
-/// `dead` with the reason. Returns the positions the record declared and
-/// the positions decoded from it.
+/// `dead` with the reason, except the positions of erased couriers (valid or
+/// not: a dead letter would copy them), which are dropped and counted in
+/// `erased.skipped`. Returns the positions the record declared and the
+/// positions decoded from it.
 pub(crate) async fn decode_into(
     record: &SourceRecord,
     shard_id: &str,
     limits: &DecodeLimits,
     rows: &mut RowWriter,
     dead: &mut DeadLetters,
+    erased: &mut Erased,
 ) -> Result<(u64, u64), CompactorError> {
     let seq = &record.sequence_number;
     let datums = match decode_record_with(&record.data, limits) {
@@ -56,6 +59,10 @@ pub(crate) async fn decode_into(
             }
         };
         decoded += 1;
+        if erased.couriers.contains(&avro.courier_id) {
+            erased.skipped += 1;
+            continue;
+        }
         match avro.validate(&TimeRules::UNBOUNDED) {
             Ok(position) => rows.push(position).await?,
             Err(errors) => {
@@ -73,6 +80,14 @@ pub(crate) async fn decode_into(
         }
     }
     Ok((declared, decoded))
+}
+
+/// The couriers whose erasure was requested (`<table>/_erasure/`), and how
+/// many of their positions a run dropped.
+#[derive(Debug, Default)]
+pub(crate) struct Erased {
+    pub(crate) couriers: std::collections::BTreeSet<String>,
+    pub(crate) skipped: u64,
 }
 
 fn avro_json(p: &AvroPosition) -> Value {

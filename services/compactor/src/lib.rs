@@ -53,10 +53,12 @@ pub mod rows;
 pub mod source;
 pub mod state;
 
+pub mod erasure;
 pub mod error;
 pub mod inspect;
 pub mod location;
 pub mod maintenance;
+pub mod retention;
 pub mod run;
 pub mod table;
 

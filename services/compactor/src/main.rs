@@ -141,6 +141,77 @@ enum Command {
         /// names the records that are gone.
         #[arg(long, env = "COMPACTOR_ACCEPT_DATA_LOSS")]
         accept_data_loss: bool,
+        /// Replay: read every shard from the first record that arrived at or
+        /// after this RFC 3339 time (Kinesis AT_TIMESTAMP; the local stream by
+        /// its records' arrival time, as far back as its segments are still
+        /// on disk) to the end as of the start, instead of from the
+        /// checkpoints. Positions already in the table are not written again
+        /// (the event ids of the event_date partitions they fall in are read
+        /// from the table, beyond the dedup window); the checkpoints end where
+        /// a normal run's would (never moved back). Report: `replay_from`,
+        /// `replay_skipped_existing`.
+        #[arg(long, env = "COMPACTOR_FROM", value_parser = parse_time)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+    },
+    /// Erase couriers: record the request under `<table>/_erasure/<id>.json`
+    /// (every run skips the couriers from then on), rewrite the table's files
+    /// holding their rows without them (one commit, no deletion vectors),
+    /// then the dead-letter files without their lines; print a JSON report.
+    /// Idempotent: rerun with the same request id to finish what a crash
+    /// left; nothing is removed twice.
+    Erase {
+        #[command(flatten)]
+        table: TableArgs,
+        /// The request id (1-128 of A-Z a-z 0-9 . _ -): the idempotence key.
+        #[arg(long, env = "COMPACTOR_ERASURE_REQUEST_ID")]
+        request_id: String,
+        /// A courier to erase (repeat for several).
+        #[arg(long = "courier-id", required = true)]
+        courier_ids: Vec<String>,
+        /// Where the dead-letter files are. Default: `<table-uri>_dead_letter`.
+        #[arg(long, env = "COMPACTOR_DEAD_LETTER_URI")]
+        dead_letter_uri: Option<String>,
+        /// `vacuum`'s retention in hours, for the `old_files_deleted_by` deadline.
+        #[arg(long, env = "COMPACTOR_VACUUM_RETENTION_HOURS", default_value_t = 168)]
+        vacuum_retention_hours: u64,
+        /// How often `vacuum` runs at least, in hours (the maintenance DAG: daily).
+        #[arg(long, env = "COMPACTOR_VACUUM_INTERVAL_HOURS", default_value_t = 24)]
+        vacuum_interval_hours: u64,
+    },
+    /// List the erasure requests of the table as JSON: couriers, per tier
+    /// (lake, dead_letters) status and times, `complete` and `pending`.
+    ErasureStatus {
+        #[command(flatten)]
+        table: TableArgs,
+        /// Only this request (an empty list when there is none).
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// Remove the event_date partitions older than today (UTC) minus
+    /// --keep-days, by one commit of remove actions (no rewrite; `vacuum`
+    /// deletes the files later); optionally delete dead-letter files older
+    /// than --dead-letter-keep-days. Nothing expired: no commit.
+    Retention {
+        #[command(flatten)]
+        table: TableArgs,
+        /// Days of partitions kept before today: event_date < today - N is removed. At least 1.
+        #[arg(long, env = "COMPACTOR_LAKE_RETENTION_DAYS")]
+        keep_days: u32,
+        /// Where the dead-letter files are (a directory or s3:// prefix).
+        /// Default: `<table-uri>_dead_letter`. Used only with --dead-letter-keep-days.
+        #[arg(long, env = "COMPACTOR_DEAD_LETTER_URI")]
+        dead_letter_uri: Option<String>,
+        /// Delete the dead-letter files (`*.jsonl`) last written more than
+        /// this many days ago. Without it dead letters are left alone (in AWS
+        /// an S3 lifecycle rule expires them).
+        #[arg(long, env = "COMPACTOR_DEAD_LETTER_RETENTION_DAYS")]
+        dead_letter_keep_days: Option<u32>,
+        /// "Now" as RFC 3339 (tests; default: the clock).
+        #[arg(long, value_parser = parse_time)]
+        now: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Print the table version, row and file counts, and per shard the
     /// checkpoint and the lag, as JSON.
@@ -197,6 +268,13 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// An RFC 3339 time (`2026-12-01T10:00:00Z`, any offset), as UTC.
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time like 2026-12-01T10:00:00Z: {e}"))
 }
 
 /// Prints `value` as one line of JSON on stdout and, with `--output-uri`,
@@ -256,6 +334,7 @@ async fn execute(
             progress_secs,
             max_block_bytes,
             accept_data_loss,
+            from,
         } => {
             let mut config = RunConfig::with(
                 stream.source()?,
@@ -270,6 +349,7 @@ async fn execute(
             config.progress_every = Duration::from_secs(progress_secs.max(1));
             config.decode_limits.max_block_bytes = max_block_bytes.max(1024);
             config.accept_data_loss = accept_data_loss;
+            config.replay_from = from;
             config.progress_bar = matches!(log_format, LogFormat::Text)
                 && std::io::IsTerminal::is_terminal(&std::io::stderr());
             if let Some(uri) = dead_letter_uri {
@@ -287,6 +367,8 @@ async fn execute(
                 rows = report.rows_written,
                 duplicates = report.duplicates_dropped,
                 dead_lettered = report.dead_lettered,
+                replay_skipped_existing = report.replay_skipped_existing,
+                erased_skipped = report.erased_skipped,
                 files = report.files_added,
                 version = report.table_version,
                 backlog = report.backlog,
@@ -294,6 +376,78 @@ async fn execute(
                 checkpoints = ?report.checkpoints,
                 duration_ms = report.duration_ms,
                 "compactor run finished"
+            );
+            emit(&report, output).await
+        }
+        Command::Erase {
+            table,
+            request_id,
+            courier_ids,
+            dead_letter_uri,
+            vacuum_retention_hours,
+            vacuum_interval_hours,
+        } => {
+            let table = Location::parse(&table.table_uri)?;
+            let dead_letters = match dead_letter_uri {
+                Some(uri) => Location::parse(&uri)?,
+                None => compactor::run::default_dead_letters(&table),
+            };
+            let config = compactor::erasure::EraseConfig {
+                table,
+                request_id,
+                courier_ids,
+                dead_letters,
+                vacuum_retention: Duration::from_secs(vacuum_retention_hours * 3600),
+                vacuum_interval: Duration::from_secs(vacuum_interval_hours * 3600),
+            };
+            let report = compactor::erasure::erase(&config).await?;
+            tracing::info!(
+                request = %report.request_id,
+                lake_rows_removed = report.lake_rows_removed,
+                lake_files_rewritten = report.lake_files_rewritten,
+                dead_letter_lines_removed = report.dead_letter_lines_removed,
+                version = ?report.table_version,
+                "erasure finished"
+            );
+            emit(&report, output).await
+        }
+        Command::ErasureStatus { table, request_id } => {
+            let list = compactor::erasure::status(
+                &Location::parse(&table.table_uri)?,
+                request_id.as_deref(),
+            )
+            .await?;
+            emit(&list, output).await
+        }
+        Command::Retention {
+            table,
+            keep_days,
+            dead_letter_uri,
+            dead_letter_keep_days,
+            now,
+            dry_run,
+        } => {
+            let table = Location::parse(&table.table_uri)?;
+            let dead_letters = match (dead_letter_uri, dead_letter_keep_days) {
+                (Some(uri), Some(days)) => Some((Location::parse(&uri)?, days)),
+                (None, Some(days)) => Some((compactor::run::default_dead_letters(&table), days)),
+                (_, None) => None,
+            };
+            let config = compactor::retention::RetentionConfig {
+                keep_days,
+                now: now.unwrap_or_else(chrono::Utc::now),
+                dry_run,
+                dead_letters,
+            };
+            let report = compactor::retention::retention(&table, &config).await?;
+            tracing::info!(
+                cutoff = %report.cutoff_date,
+                partitions = report.partitions_removed.len(),
+                files = report.files_removed,
+                rows = report.rows_removed,
+                version = ?report.table_version,
+                dead_letter_files = report.dead_letter_files_deleted.len(),
+                "retention finished"
             );
             emit(&report, output).await
         }

@@ -75,13 +75,47 @@ struct SmallFile {
     remove: Remove,
 }
 
-fn days_of(date: &str) -> Option<i32> {
+pub(crate) fn days_of(date: &str) -> Option<i32> {
     let date = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
     let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
     i32::try_from((date - epoch).num_days()).ok()
 }
 
-async fn load_existing(location: &Location) -> Result<DeltaTable, CompactorError> {
+/// A batch read from one of the table's Parquet files, in the table's
+/// schema again: the partition column (`days` since the epoch) added, the
+/// columns cast to the table's types where the file's differ.
+pub(crate) fn table_batch(
+    schema: &arrow::datatypes::SchemaRef,
+    batch: &RecordBatch,
+    days: i32,
+    path: &str,
+) -> Result<RecordBatch, CompactorError> {
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        if field.name() == PARTITION_COLUMN {
+            columns.push(Arc::new(Date32Array::from(vec![days; batch.num_rows()])));
+            continue;
+        }
+        let column = batch.column_by_name(field.name()).ok_or_else(|| {
+            CompactorError::State(format!("file {path} has no column {}", field.name()))
+        })?;
+        let column = if column.data_type() == field.data_type() {
+            column.clone()
+        } else {
+            arrow::compute::cast(column, field.data_type()).map_err(|e| CompactorError::Arrow {
+                context: "cast a column of a table file",
+                source: e,
+            })?
+        };
+        columns.push(column);
+    }
+    RecordBatch::try_new(schema.clone(), columns).map_err(|e| CompactorError::Arrow {
+        context: "rebuild a batch",
+        source: e,
+    })
+}
+
+pub(crate) async fn load_existing(location: &Location) -> Result<DeltaTable, CompactorError> {
     table::load(location).await?.ok_or_else(|| {
         CompactorError::Config(format!(
             "there is no Delta table at {location} (run the compactor first)"
@@ -176,37 +210,7 @@ pub async fn optimize(
                         source: e,
                     })?;
                     report.rows_rewritten += batch.num_rows() as u64;
-                    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-                    for field in schema.fields() {
-                        if field.name() == PARTITION_COLUMN {
-                            columns.push(Arc::new(Date32Array::from(vec![days; batch.num_rows()])));
-                            continue;
-                        }
-                        let column = batch.column_by_name(field.name()).ok_or_else(|| {
-                            CompactorError::State(format!(
-                                "file {} has no column {}",
-                                file.path,
-                                field.name()
-                            ))
-                        })?;
-                        let column = if column.data_type() == field.data_type() {
-                            column.clone()
-                        } else {
-                            arrow::compute::cast(column, field.data_type()).map_err(|e| {
-                                CompactorError::Arrow {
-                                    context: "cast a column of a small file",
-                                    source: e,
-                                }
-                            })?
-                        };
-                        columns.push(column);
-                    }
-                    let rebuilt = RecordBatch::try_new(schema.clone(), columns).map_err(|e| {
-                        CompactorError::Arrow {
-                            context: "rebuild a batch",
-                            source: e,
-                        }
-                    })?;
+                    let rebuilt = table_batch(&schema, &batch, days, &file.path)?;
                     writer
                         .write(rebuilt)
                         .await

@@ -118,7 +118,7 @@ impl Rows {
 /// Parquet writer settings: snappy (fast, what delta-rs uses by default) and
 /// row groups of 128 K rows, so the writer holds at most one such row group of
 /// Arrow data besides the encoded file.
-fn writer_properties() -> parquet::file::properties::WriterProperties {
+pub(crate) fn writer_properties() -> parquet::file::properties::WriterProperties {
     parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::SNAPPY)
         .set_max_row_group_row_count(Some(128 * 1024))
@@ -131,6 +131,8 @@ fn writer_properties() -> parquet::file::properties::WriterProperties {
 struct Written {
     rows: AtomicU64,
     duplicates: AtomicU64,
+    /// Positions of a replay already in the table (their partition's files).
+    existing: AtomicU64,
 }
 
 impl Written {
@@ -156,6 +158,85 @@ struct WriterTask {
     written: Arc<Written>,
     uri: String,
     target_rows: u64,
+    /// A replay's check against the table itself.
+    existing: Option<ExistingIds>,
+}
+
+/// The event ids already in the table, per `event_date` partition, loaded
+/// the first time a replayed position of that date comes by (only the
+/// `event_id` column of the partition's files, as of the run's snapshot):
+/// a replay writes no position twice, however far back it reaches, beyond
+/// the dedup window.
+pub(crate) struct ExistingIds {
+    store: deltalake::logstore::ObjectStoreRef,
+    /// The snapshot's files per partition (days since the epoch).
+    files: std::collections::HashMap<i32, Vec<String>>,
+    loaded: std::collections::HashSet<i32>,
+    ids: IdSet,
+}
+
+impl ExistingIds {
+    /// The files of every partition of `table`'s loaded snapshot.
+    pub(crate) fn of(table: &DeltaTable) -> Result<Self, CompactorError> {
+        let snapshot = table
+            .snapshot()
+            .map_err(|e| CompactorError::delta(table.table_url().as_str(), "snapshot", e))?;
+        let mut files: std::collections::HashMap<i32, Vec<String>> = Default::default();
+        for file in snapshot.log_data().iter() {
+            let date = file
+                .partition_values_map()
+                .get(crate::table::PARTITION_COLUMN)
+                .cloned()
+                .flatten()
+                .and_then(|d| crate::maintenance::days_of(&d))
+                .ok_or_else(|| {
+                    CompactorError::State(format!(
+                        "file {} has no valid {} partition value",
+                        file.path(),
+                        crate::table::PARTITION_COLUMN
+                    ))
+                })?;
+            files
+                .entry(date)
+                .or_default()
+                .push(file.path().into_owned());
+        }
+        Ok(Self {
+            store: table.object_store(),
+            files,
+            loaded: Default::default(),
+            ids: IdSet::default(),
+        })
+    }
+
+    /// Whether `position` is in the table already (loading its partition's
+    /// ids the first time).
+    async fn contains(&mut self, position: &Position, uri: &str) -> Result<bool, CompactorError> {
+        let day =
+            i32::try_from(position.recorded_at.timestamp().div_euclid(86_400)).unwrap_or(i32::MAX);
+        if self.loaded.insert(day) {
+            let started = std::time::Instant::now();
+            let before = self.ids.len();
+            for path in self.files.get(&day).map(Vec::as_slice).unwrap_or_default() {
+                // The snapshot's paths are decoded already (as optimize reads them).
+                let location = deltalake::Path::from(path.as_str());
+                let bytes = crate::location::get_bytes(self.store.as_ref(), &location)
+                    .await
+                    .map_err(|e| CompactorError::Storage {
+                        context: format!("read {path} of table {uri} (replay check)"),
+                        source: Box::new(e),
+                    })?;
+                crate::dedup::read_event_ids(bytes, path, &mut self.ids, usize::MAX)?;
+            }
+            tracing::info!(
+                event_date_days = day,
+                ids = self.ids.len() - before,
+                ms = started.elapsed().as_millis(),
+                "replay: event ids of a partition loaded from the table"
+            );
+        }
+        Ok(self.ids.contains(position.event_id.as_uuid()))
+    }
 }
 
 /// The writer task: drops the positions already seen, writes the rest as
@@ -172,8 +253,15 @@ async fn write_positions(
         let last = next.is_none();
         if let Some(positions) = next {
             let mut duplicates = 0u64;
+            let mut existing = 0u64;
             for position in &positions {
                 let id = position.event_id.as_uuid();
+                if let Some(table) = task.existing.as_mut()
+                    && table.contains(position, &task.uri).await?
+                {
+                    existing += 1;
+                    continue;
+                }
                 if task.seen.insert(*id) {
                     task.ids.push(id);
                     task.rows.push(position);
@@ -185,6 +273,7 @@ async fn write_positions(
             task.written
                 .duplicates
                 .fetch_add(duplicates, Ordering::Relaxed);
+            task.written.existing.fetch_add(existing, Ordering::Relaxed);
         }
         if task.rows.len == 0 || (task.rows.len < BATCH_ROWS && !last) {
             if last {
@@ -256,6 +345,7 @@ impl RowWriter {
         seen: IdSet,
         ids: IdsWriter,
         target_rows: u64,
+        existing: Option<ExistingIds>,
     ) -> Result<Self, CompactorError> {
         let uri = table.table_url().to_string();
         let writer = RecordBatchWriter::for_table(table)
@@ -272,6 +362,7 @@ impl RowWriter {
                 written: written.clone(),
                 uri,
                 target_rows,
+                existing,
             },
             batch_rx,
         ));
@@ -335,6 +426,7 @@ impl RowWriter {
             ids_file,
             rows: written.rows(),
             duplicates: written.duplicates(),
+            existing: written.existing.load(Ordering::Relaxed),
         })
     }
 }
@@ -349,4 +441,6 @@ pub(crate) struct RowsWritten {
     pub(crate) rows: u64,
     /// Positions dropped as duplicates.
     pub(crate) duplicates: u64,
+    /// Positions of a replay found in the table already.
+    pub(crate) existing: u64,
 }

@@ -62,6 +62,12 @@ pub struct RunConfig {
     /// stream (counted in `records_lost`); by default the run fails and says
     /// which records are gone.
     pub accept_data_loss: bool,
+    /// A replay: read every shard from the first record that arrived at or
+    /// after this time (Kinesis `AT_TIMESTAMP`, the local stream by its
+    /// records' arrival time) instead of from its checkpoint, and drop the
+    /// positions already in the table (the `event_id`s of the partitions
+    /// they fall in). The checkpoints end where a normal run's would.
+    pub replay_from: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl RunConfig {
@@ -93,6 +99,7 @@ impl RunConfig {
             progress_bar: false,
             decode_limits: DecodeLimits::default(),
             accept_data_loss: false,
+            replay_from: None,
         }
     }
 }
@@ -152,6 +159,13 @@ pub struct RunReport {
     pub shards_with_loss: Vec<String>,
     /// Stream segments deleted after the commit.
     pub segments_trimmed: u64,
+    /// The replay's start time (RFC 3339), when this run was a replay (`--from`).
+    pub replay_from: Option<String>,
+    /// Positions a replay read that were in the table already (their
+    /// partitions' files), beyond what the dedup window dropped.
+    pub replay_skipped_existing: u64,
+    /// Positions of erased couriers dropped (neither written nor dead-lettered).
+    pub erased_skipped: u64,
     /// Wall time in milliseconds.
     pub duration_ms: u64,
 }
@@ -185,6 +199,11 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
     .await?;
     let run = state.run + 1;
     let attempt = uuid::Uuid::new_v4().simple().to_string();
+    let erased = crate::erasure::erased_couriers(&config.table).await?;
+    let existing = match config.replay_from {
+        Some(_) => Some(crate::rows::ExistingIds::of(&table)?),
+        None => None,
+    };
     tracing::info!(
         table = %uri,
         stream = %config.stream_name,
@@ -192,6 +211,8 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
         attempt = %attempt,
         table_version = state.version,
         dedup_window_ids = seen.len(),
+        replay_from = ?config.replay_from,
+        erased_couriers = erased.len(),
         "compactor run started"
     );
 
@@ -202,15 +223,23 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
             seen,
             IdsWriter::new(&table, run, &attempt),
             config.target_file_rows,
+            existing,
         )?,
         dead: DeadLetters::new(config.dead_letters.clone(), run, &attempt),
         report: RunReport {
             stream: config.stream_name.clone(),
             table: uri,
             run,
+            replay_from: config
+                .replay_from
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
             ..RunReport::default()
         },
         progress: Progress::new(&config),
+        erased: crate::decode::Erased {
+            couriers: erased,
+            skipped: 0,
+        },
     };
     let mut checkpoints = state.checkpoints.clone();
     let shards = source.shards().await?;
@@ -240,6 +269,7 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
                             config.max_records,
                             run_started,
                             config.accept_data_loss,
+                            config.replay_from,
                         )
                         .await?;
                     ahead.insert(next.shard_id.clone(), ReadAhead::start(reader));
@@ -257,6 +287,7 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
                         config.max_records,
                         run_started,
                         config.accept_data_loss,
+                        config.replay_from,
                     )
                     .await?,
             ),
@@ -266,8 +297,11 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
             .await?;
         // A closed shard whose last records were left for the next run is not finished.
         finished.insert(shard_id.to_owned(), outcome.finished);
+        // A replay never moves a checkpoint back: records after it are read
+        // again, never skipped.
         if let Some(seq) = outcome.last
             && Some(&seq) != after
+            && after.is_none_or(|after| seq > *after)
         {
             checkpoints.insert(shard_id.to_owned(), seq);
         }
@@ -277,11 +311,14 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
         mut dead,
         mut report,
         progress,
+        erased,
     } = reading;
+    report.erased_skipped = erased.skipped;
     progress.finish();
     let written = rows.finish().await?;
     report.rows_written = written.rows;
     report.duplicates_dropped = written.duplicates;
+    report.replay_skipped_existing = written.existing;
     let (adds, ids_file) = (written.adds, written.ids_file);
     report.dead_lettered = dead.count;
     report.dead_letter_reasons = std::mem::take(&mut dead.reasons);
@@ -303,6 +340,7 @@ pub async fn prepare(config: RunConfig) -> Result<Prepared, CompactorError> {
         attempt,
         report,
         started,
+        erased: erased.couriers,
     })
 }
 
@@ -312,6 +350,7 @@ struct Reading {
     dead: DeadLetters,
     report: RunReport,
     progress: Progress,
+    erased: crate::decode::Erased,
 }
 
 /// How the read of one shard ended.
@@ -348,9 +387,15 @@ impl Reading {
                     break 'read;
                 }
                 self.report.records_read += 1;
-                let (declared, decoded) =
-                    decode::decode_into(&record, shard_id, limits, &mut self.rows, &mut self.dead)
-                        .await?;
+                let (declared, decoded) = decode::decode_into(
+                    &record,
+                    shard_id,
+                    limits,
+                    &mut self.rows,
+                    &mut self.dead,
+                    &mut self.erased,
+                )
+                .await?;
                 positions += declared;
                 self.report.positions_decoded += decoded;
                 last = Some(record.sequence_number);

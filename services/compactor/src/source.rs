@@ -8,6 +8,10 @@
 //! records) or closed (no next iterator). A `--max-records` bound stops a
 //! shard earlier.
 //!
+//! A replay (`--from`) opens each shard at a time instead of its checkpoint:
+//! Kinesis `AT_TIMESTAMP`, or the local stream's first record that arrived at
+//! or after it ([`LocalStreamReader::sequence_before_arrival`]).
+//!
 //! Resharding (Kinesis): [`order_shards`] puts every shard after its parents;
 //! a child is read only once all of its parents present in the stream were
 //! read to their end (in this run or an earlier one: a finished parent is
@@ -187,18 +191,25 @@ impl Source {
         max_records: Option<u64>,
         run_started: chrono::DateTime<chrono::Utc>,
         accept_data_loss: bool,
+        replay_from: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<ShardReader, CompactorError> {
         let shard_id = shard.shard_id.as_str();
         match self {
             Self::Local(reader, name) => {
                 let name = name.clone();
-                let after = match after {
-                    Some(seq) => Some(seq.to_u64().ok_or_else(|| {
+                let after = match (replay_from, after) {
+                    // A replay: from the first record that arrived at or after the time.
+                    (Some(from), _) => Some(
+                        reader
+                            .sequence_before_arrival(shard_id, from.timestamp_millis())
+                            .map_err(stream_err(&name))?,
+                    ),
+                    (None, Some(seq)) => Some(seq.to_u64().ok_or_else(|| {
                         CompactorError::State(format!(
                             "checkpoint {seq} of {shard_id} does not fit a local sequence number"
                         ))
                     })?),
-                    None => None,
+                    (None, None) => None,
                 };
                 let latest = reader
                     .latest_sequence(shard_id)
@@ -221,7 +232,8 @@ impl Source {
             }
             Self::Kinesis(k) => {
                 let mut lost = false;
-                if let Some(checkpoint) = after
+                if replay_from.is_none()
+                    && let Some(checkpoint) = after
                     && let Some(oldest) = k.oldest(shard_id).await?
                     && oldest > *checkpoint
                 {
@@ -239,12 +251,16 @@ impl Source {
                     tracing::error!(error = %expired, "going on without the expired records as asked");
                     lost = true;
                 }
-                let iterator = k.iterator(shard_id, after).await?;
+                let (iterator, last) = match replay_from {
+                    Some(from) => (k.iterator_at(shard_id, from).await?, None),
+                    None => (k.iterator(shard_id, after).await?, after.cloned()),
+                };
                 Ok(ShardReader::Kinesis {
                     source: k.clone(),
                     shard_id: shard_id.to_owned(),
                     iterator,
-                    last: after.cloned(),
+                    last,
+                    replay_from,
                     remaining: max_records,
                     run_started,
                     closed: shard.closed,
@@ -392,6 +408,29 @@ impl KinesisSource {
         Ok(out.shard_iterator().map(str::to_owned))
     }
 
+    /// An iterator at the first record that arrived at or after `at`
+    /// (`AT_TIMESTAMP`: a replay).
+    async fn iterator_at(
+        &self,
+        shard_id: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<String>, CompactorError> {
+        let timestamp = aws_sdk_kinesis::primitives::DateTime::from_millis(at.timestamp_millis());
+        let out = self
+            .with_backoff("GetShardIterator", || {
+                self.client
+                    .get_shard_iterator()
+                    .stream_name(&self.stream)
+                    .shard_id(shard_id)
+                    .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                    .timestamp(timestamp)
+                    .send()
+            })
+            .await
+            .map_err(|e| self.error(call_error("GetShardIterator", e)))?;
+        Ok(out.shard_iterator().map(str::to_owned))
+    }
+
     /// The sequence number of the oldest record still in the shard (at its
     /// trim horizon), if it holds any. Kinesis may answer a few empty pages
     /// while it moves the iterator through empty time: read on while it is
@@ -488,6 +527,9 @@ pub enum ShardReader {
         iterator: Option<String>,
         /// The last sequence number returned (or started after).
         last: Option<SequenceNumber>,
+        /// A replay's start time (an expired iterator before the first
+        /// record read is re-opened there).
+        replay_from: Option<chrono::DateTime<chrono::Utc>>,
         /// Records still allowed by `--max-records`.
         remaining: Option<u64>,
         /// Records that arrived after this are left for the next run.
@@ -543,6 +585,7 @@ impl ShardReader {
                 closed,
                 behind_ms,
                 state,
+                replay_from,
                 ..
             } => loop {
                 if *state != KinesisState::Reading {
@@ -564,7 +607,10 @@ impl ShardReader {
                     Fetched::Records(out) => out,
                     Fetched::Expired => {
                         tracing::info!(shard = %shard_id, "shard iterator expired; re-opening after the last record read");
-                        *iterator = source.iterator(shard_id, last.as_ref()).await?;
+                        *iterator = match (last.as_ref(), *replay_from) {
+                            (None, Some(from)) => source.iterator_at(shard_id, from).await?,
+                            (last, _) => source.iterator(shard_id, last).await?,
+                        };
                         continue;
                     }
                 };
