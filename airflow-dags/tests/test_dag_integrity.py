@@ -35,12 +35,16 @@ EXPECTED_EDGES = {
 }
 
 MAINTENANCE_EDGES = {
-    "choose_compactor": {"ecs_settings", "optimize_local"},
-    "ecs_settings": {"optimize_ecs", "vacuum_ecs"},
+    "retention_policy": {"retention_local", "retention_ecs", "retention_warehouse", "reconcile_lake_and_warehouse"},
+    "choose_compactor": {"ecs_settings", "retention_local"},
+    "ecs_settings": {"retention_ecs", "optimize_ecs", "vacuum_ecs"},
+    "retention_ecs": {"optimize_ecs"},
     "optimize_ecs": {"vacuum_ecs"},
     "vacuum_ecs": set(),
+    "retention_local": {"optimize_local"},
     "optimize_local": {"vacuum_local"},
     "vacuum_local": set(),
+    "retention_warehouse": {"vacuum_analyze"},
     "vacuum_analyze": set(),
     "reconcile_lake_and_warehouse": set(),
 }
@@ -130,6 +134,9 @@ def test_check_tasks_use_common_sql_check_operators(dagbag):
         (MAINTENANCE, "optimize_ecs", ["optimize", "--target-file-mib", "{{ courier_setting('optimize_target_file_mib') }}",
                                        "--min-files", "{{ courier_setting('optimize_min_files') }}"]),
         (MAINTENANCE, "vacuum_ecs", ["vacuum", "--retention-hours", "{{ courier_setting('vacuum_retention_hours') }}"]),
+        (MAINTENANCE, "retention_ecs", ["retention",
+                                        "--keep-days", "{{ ti.xcom_pull(task_ids='retention_policy')['lake_retention_days'] }}",
+                                        "--now", "{{ ti.xcom_pull(task_ids='retention_policy')['now'] }}"]),
     ],
 )  # fmt: skip
 def test_ecs_tasks_run_the_compactor_subcommand_with_a_report_uri_and_are_bounded(dagbag, dag_id, task_id, command):
