@@ -287,10 +287,9 @@ pub async fn erase(config: &EraseConfig) -> Result<EraseReport, CompactorError> 
             request
         }
         None => {
-            let version = match table::load(&config.table).await? {
-                Some(t) => Some(t.version().and_then(|v| u64::try_from(v).ok()).unwrap_or(0)),
-                None => None,
-            };
+            let version = table::load(&config.table)
+                .await?
+                .map(|t| t.version().unwrap_or(0));
             let request = ErasureRequest {
                 request_id: config.request_id.clone(),
                 courier_ids: courier_ids.clone(),
@@ -505,12 +504,7 @@ async fn erase_lake(
             )));
         }
     }
-    outcome.version = Some(
-        table
-            .version()
-            .and_then(|v| u64::try_from(v).ok())
-            .unwrap_or(0),
-    );
+    outcome.version = Some(table.version().unwrap_or(0));
     Ok(outcome)
 }
 
@@ -520,10 +514,7 @@ async fn earlier_commits(
     request: &ErasureRequest,
 ) -> Result<LakeOutcome, CompactorError> {
     let uri = table.table_url().to_string();
-    let last = table
-        .version()
-        .and_then(|v| u64::try_from(v).ok())
-        .unwrap_or(0);
+    let last = table.version().unwrap_or(0);
     let first = request.table_version_at_request.map_or(0, |v| v + 1);
     let mut outcome = LakeOutcome::default();
     for version in first..=last {
