@@ -73,4 +73,13 @@ run "orchestration" {
     ]) == 0
     error_message = "the execution role must not read the table's data files"
   }
+
+  # It writes only the reload DAG's COPY manifests, under the reports prefix.
+  assert {
+    condition = toset(flatten([
+      for s in data.aws_iam_policy_document.execution.statement : s.resources
+      if contains(s.actions, "s3:PutObject")
+    ])) == toset(["arn:aws:s3:::courier-test-lake/tables/positions/_reports/reload-manifests/*"])
+    error_message = "the execution role writes in the lake bucket only the reload manifests under <table_prefix>/_reports/reload-manifests/"
+  }
 }

@@ -445,6 +445,27 @@ data "aws_iam_policy_document" "execution" {
     resources = ["${var.lake_bucket_arn}/${local.delta_log_prefix}/*"]
   }
 
+  # The one object the DAGs write in the lake bucket: courier_reload's COPY manifest
+  # (courier_common setting reload_manifest_uri, default <reports>/reload-manifests),
+  # which Redshift's COPY then reads under the table prefix.
+  statement {
+    sid       = "WriteReloadManifests"
+    actions   = ["s3:PutObject"]
+    resources = ["${var.lake_bucket_arn}/${local.reports_prefix}/reload-manifests/*"]
+  }
+
+  statement {
+    sid       = "EncryptReloadManifests"
+    actions   = ["kms:GenerateDataKey"]
+    resources = [var.lake_kms_key_arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["s3.${local.region}.amazonaws.com"]
+    }
+  }
+
   statement {
     sid       = "DecryptManifests"
     actions   = ["kms:Decrypt"]
