@@ -261,3 +261,8 @@ output "api_keys_secret_arn" {
   description = "ARN of the API-keys secret."
   value       = module.ingest.api_keys_secret_arn
 }
+
+output "dispatch_api_keys_secret_arn" {
+  description = "ARN of the dispatch-keys secret."
+  value       = module.ingest.dispatch_api_keys_secret_arn
+}

@@ -267,7 +267,7 @@ def check_load_balancer(moto: Moto, outputs: dict, ingest_env: dict[str, str]) -
         for value in condition.get("PathPatternConfig", {}).get("Values", condition.get("Values", []))
         if rule["Actions"][0]["Type"] == "forward"
     )
-    assert forwarded == ["/map", "/v1/*"], f"paths forwarded to the service: {forwarded}"
+    assert forwarded == ["/assets/*", "/map", "/track", "/v1/*"], f"paths forwarded to the service: {forwarded}"
 
     groups = elbv2.describe_target_groups(LoadBalancerArn=alb_arn)["TargetGroups"]
     assert [g["HealthCheckPath"] for g in groups] == ["/healthz"], groups
@@ -319,6 +319,11 @@ def run_ingest(moto: Moto, outputs: dict, workdir: Path) -> int:
     token = "cpk_" + secrets.token_urlsafe(32)
     digest = hashlib.sha256(token.encode()).hexdigest()
     secretsmanager.put_secret_value(SecretId=outputs["api_keys_secret_arn"], SecretString=f"moto-test:{digest}")
+    # Likewise the dispatch keys (tracking links, the erasure DAG's live-store tier).
+    dispatch_token = "cpk_" + secrets.token_urlsafe(32)
+    dispatch_digest = hashlib.sha256(dispatch_token.encode()).hexdigest()
+    secretsmanager.put_secret_value(SecretId=outputs["dispatch_api_keys_secret_arn"],
+                                    SecretString=f"moto-dispatch:{dispatch_digest}")
 
     container = task_container(ecs, outputs["ingest_task_definition_arn"], "ingest-api")
     task_env = ecs_environment(container, secretsmanager)
@@ -355,6 +360,12 @@ def run_ingest(moto: Moto, outputs: dict, workdir: Path) -> int:
             assert sent == expected, f"accepted {sent} of {expected}"
             status, _ = http("POST", f"{base}/v1/positions", b"[]", {"Authorization": "Bearer cpk_wrong"})
             assert status == 401, f"a wrong key must get 401, got {status}"
+            # The dispatch key from its own secret works, and only for dispatch routes.
+            dispatch = {"Authorization": f"Bearer {dispatch_token}"}
+            status, answer = http("DELETE", f"{base}/v1/couriers/moto-courier-0/position", None, dispatch)
+            assert status == 204, f"DELETE /v1/couriers/.../position with the dispatch key: {status} {answer[:300]!r}"
+            status, _ = http("DELETE", f"{base}/v1/couriers/moto-courier-0/position", None, {"Authorization": f"Bearer {token}"})
+            assert status == 401, f"a courier-app key must not erase a live position, got {status}"
             log(f"ingest-api: {sent} positions accepted (202, durable in {outputs['stream_name']})")
         finally:
             process.send_signal(signal.SIGTERM)
