@@ -421,6 +421,22 @@ def apply_migrations(conn, postgres: bool) -> list[str]:
     return applied_now
 
 
+def migrate_warehouse_now() -> list[str]:
+    """The `migrate_warehouse` task of every DAG that writes the warehouse: the migrations of
+    the `courier_warehouse` connection's dialect not applied yet ([`apply_migrations`]);
+    a failed one is rolled back. Returns the versions applied now."""
+    conn = warehouse_hook().get_conn()
+    try:
+        applied = apply_migrations(conn, postgres=local_mode())
+    except Exception:
+        conn.rollback()
+        raise
+    finally:
+        conn.close()
+    log.info("migrations applied now: %s", applied or "none (up to date)")
+    return applied
+
+
 # --- the lake's row counts per event_date (the daily lake-versus-warehouse check) -------------
 
 DELTA_LOG = "_delta_log"

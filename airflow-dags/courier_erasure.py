@@ -44,11 +44,11 @@ from courier_common import (
     DAG_DIR,
     WAREHOUSE_CONN_ID,  # noqa: F401  (re-exported for tests and tools)
     CourierAlert,
-    apply_migrations,
     lake_rows_by_date,
     lake_runs_between,
     local_mode,
     local_paths,
+    migrate_warehouse_now,
     read_report,
     report_prefix,
     report_uri,
@@ -352,14 +352,7 @@ def courier_erasure():
     @task
     def migrate_warehouse() -> list:
         """The warehouse migrations not applied yet (the ledger tables: V005), as the hourly DAG."""
-        conn = warehouse_hook().get_conn()
-        try:
-            return apply_migrations(conn, postgres=local_mode())
-        except Exception:
-            conn.rollback()
-            raise
-        finally:
-            conn.close()
+        return migrate_warehouse_now()
 
     @task
     def register_request(params=None, dag_run=None) -> dict:

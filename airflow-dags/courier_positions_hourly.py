@@ -72,11 +72,11 @@ from courier_common import (
     REPO_ROOT,  # noqa: F401  (re-exported for tests and tools)
     WAREHOUSE_CONN_ID,
     CourierAlert,
-    apply_migrations,
     ecs_compactor_task,
     latest_report,
     local_mode,
     local_paths,
+    migrate_warehouse_now,
     read_report,
     report_uri,
     run_compactor,
@@ -510,16 +510,7 @@ def courier_positions_hourly():
     def migrate_warehouse() -> list:
         """Apply the warehouse migrations not applied yet (sql/migrations, local mode:
         sql/postgres/migrations), each once, in its own transaction."""
-        conn = warehouse_hook().get_conn()
-        try:
-            applied = apply_migrations(conn, postgres=local_mode())
-        except Exception:
-            conn.rollback()
-            raise
-        finally:
-            conn.close()
-        log.info("migrations applied now: %s", applied or "none (up to date)")
-        return applied
+        return migrate_warehouse_now()
 
     @task
     def loaded_version() -> int:

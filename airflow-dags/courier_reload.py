@@ -32,12 +32,12 @@ from courier_common import (
     DAG_DIR,
     WAREHOUSE_CONN_ID,
     CourierAlert,
-    apply_migrations,
     lake_active_files,
     lake_rows_by_date,
     lake_warehouse_mismatches,
     local_mode,
     local_paths,
+    migrate_warehouse_now,
     reports_base,
     setting,
     sql_statements,
@@ -267,14 +267,7 @@ def reconcile_dates(dates: list[date], table_uri: str) -> dict:
 def courier_reload():
     @task
     def migrate_warehouse() -> list:
-        conn = warehouse_hook().get_conn()
-        try:
-            return apply_migrations(conn, postgres=local_mode())
-        except Exception:
-            conn.rollback()
-            raise
-        finally:
-            conn.close()
+        return migrate_warehouse_now()
 
     @task(execution_timeout=RELOAD_TIMEOUT, multiple_outputs=False)
     def reload_positions(params=None, dag_run=None) -> dict:
