@@ -332,6 +332,39 @@ async fn after_a_reshard_parents_are_read_to_their_end_before_their_children() {
     assert!(!compactor::run(aws.config()).await.expect("rerun").committed);
 }
 
+// Multi-threaded: the proxy answers while the run waits on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinesis_shards_are_read_ahead_concurrently_within_the_window() {
+    let aws = Aws::start(6).await;
+    let batch = positions(60);
+    aws.put_each(&batch).await;
+    // Every GetRecords is held: a reader that read one shard after the
+    // other would have exactly one call in flight, whatever the wait.
+    let proxy = fault_proxy::FaultProxy::start(&aws.moto.endpoint).await;
+    proxy.stall("GetRecords", 0);
+    let config = RunConfig::with(
+        SourceConfig::KinesisClient(moto::kinesis_client(&proxy.endpoint)),
+        &aws.stream,
+        aws.table(),
+    );
+    let run = tokio::spawn(compactor::run(config));
+    wait_until(
+        Duration::from_secs(30),
+        "a GetRecords of every shard in the read-ahead window",
+        || proxy.held() >= compactor::source::READ_AHEAD_SHARDS,
+    )
+    .await;
+    assert!(!run.is_finished(), "the run waits on the held reads");
+    proxy.restore();
+
+    // Released, the run reads every record once, in one commit.
+    let report = run.await.expect("join").expect("run");
+    assert_eq!(report.records_read, 60, "{report:?}");
+    assert_eq!(report.rows_written, 60, "{report:?}");
+    assert_eq!(table_event_ids(&aws.table()).await, sorted(ids(&batch)));
+    assert!(!compactor::run(aws.config()).await.expect("rerun").committed);
+}
+
 #[tokio::test]
 async fn the_binary_is_configured_by_the_environment_of_its_ecs_task() {
     let aws = Aws::start(2).await;
