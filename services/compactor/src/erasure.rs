@@ -36,7 +36,6 @@ use deltalake::kernel::{Action, Add};
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::TryStreamExt as _;
-use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -568,6 +567,14 @@ fn courier_mask(
     let column = batch
         .column_by_name("courier_id")
         .ok_or_else(|| CompactorError::State(format!("file {path} has no courier_id column")))?;
+    couriers_in(column, couriers)
+}
+
+/// Which values of a `courier_id` column are one of `couriers`.
+fn couriers_in(
+    column: &arrow::array::ArrayRef,
+    couriers: &BTreeSet<String>,
+) -> Result<BooleanArray, CompactorError> {
     let column =
         arrow::compute::cast(column, &ArrowType::Utf8).map_err(|e| CompactorError::Arrow {
             context: "cast courier_id",
@@ -585,31 +592,9 @@ fn count_courier_rows(
     path: &str,
     couriers: &BTreeSet<String>,
 ) -> Result<u64, CompactorError> {
-    let perr = |source| CompactorError::Parquet {
-        path: path.to_owned(),
-        source,
-    };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(perr)?;
-    let index = builder
-        .schema()
-        .index_of("courier_id")
-        .map_err(|e| CompactorError::Arrow {
-            context: "find courier_id",
-            source: e,
-        })?;
-    let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(65_536)
-        .build()
-        .map_err(perr)?;
     let mut count = 0u64;
-    for batch in reader {
-        let batch = batch.map_err(|e| CompactorError::Arrow {
-            context: "read courier_id",
-            source: e,
-        })?;
-        count += courier_mask(&batch, path, couriers)?.true_count() as u64;
+    for column in table::one_column(bytes, path, "courier_id")? {
+        count += couriers_in(&column?, couriers)?.true_count() as u64;
     }
     Ok(count)
 }

@@ -119,3 +119,39 @@ pub fn row_count(table: &DeltaTable) -> Result<(u64, u64), CompactorError> {
     }
     Ok((rows, files))
 }
+
+/// The batches (64 K rows) of one column of a Parquet file, read alone (a
+/// projection: the other columns are not decoded). `path` names the file in
+/// errors, as does a missing column.
+pub(crate) fn one_column(
+    bytes: bytes::Bytes,
+    path: &str,
+    column: &str,
+) -> Result<impl Iterator<Item = Result<arrow::array::ArrayRef, CompactorError>>, CompactorError> {
+    use parquet::arrow::ProjectionMask;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let perr = |source| CompactorError::Parquet {
+        path: path.to_owned(),
+        source,
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(perr)?;
+    let index = builder
+        .schema()
+        .index_of(column)
+        .map_err(|e| perr(e.into()))?;
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(65_536)
+        .build()
+        .map_err(perr)?;
+    let path = path.to_owned();
+    Ok(reader.map(move |batch| {
+        batch
+            .map(|b| b.column(0).clone())
+            .map_err(|e| CompactorError::Parquet {
+                path: path.clone(),
+                source: e.into(),
+            })
+    }))
+}
