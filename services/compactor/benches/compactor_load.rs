@@ -8,7 +8,8 @@
 //!
 //! Environment: `BENCH_POSITIONS` (default 5,000,000), `BENCH_SHARDS` (4),
 //! `BENCH_RECORD_POSITIONS` positions per stream record (1000), `BENCH_COURIERS`
-//! (20,000).
+//! (20,000), `BENCH_LOG` (the runs' `RUST_LOG`, `warn`), `BENCH_WRAPPER` (a
+//! profiler command each run goes under, e.g. `heaptrack`).
 
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -155,6 +156,14 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let mut results: Vec<(u64, u32, f64, f64)> = Vec::new();
     let log = std::env::var("BENCH_LOG").unwrap_or_else(|_| "warn".into());
+    // A profiler to run each compactor run under, e.g. `heaptrack` or
+    // `perf record -g` (the peak RSS is then the profiler's and the
+    // compactor's together).
+    let wrapper: Vec<String> = std::env::var("BENCH_WRAPPER")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
     for size in [n / 5, n, 2 * n, 4 * n] {
         let dir = tempfile::tempdir().expect("tmp");
         let fill_s = fill(dir.path(), size, shards, per_record, couriers);
@@ -162,7 +171,14 @@ fn main() {
         let started = Instant::now();
         let (mut rows, mut files, mut runs, mut rss) = (0u64, 0u64, 0u32, 0f64);
         loop {
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_compactor"));
+            let mut cmd = match wrapper.split_first() {
+                Some((program, args)) => {
+                    let mut cmd = Command::new(program);
+                    cmd.args(args).arg(env!("CARGO_BIN_EXE_compactor"));
+                    cmd
+                }
+                None => Command::new(env!("CARGO_BIN_EXE_compactor")),
+            };
             cmd.args(["run", "--stream-name", "bench"])
                 .arg("--data-dir")
                 .arg(dir.path())
@@ -173,7 +189,12 @@ fn main() {
             let (status, stdout, peak) = run_measured(cmd);
             assert!(status.success(), "compactor failed: {status:?}");
             rss = rss.max(peak);
-            let report: serde_json::Value = serde_json::from_slice(&stdout).expect("report");
+            // The report is the last line (a profiler may print before it).
+            let report: serde_json::Value = String::from_utf8_lossy(&stdout)
+                .lines()
+                .rev()
+                .find_map(|line| serde_json::from_str(line).ok())
+                .expect("a JSON report on stdout");
             rows += report["rows_written"].as_u64().unwrap_or(0);
             files += report["files_added"].as_u64().unwrap_or(0);
             runs += 1;
@@ -202,7 +223,11 @@ fn main() {
     };
     let slowest = backlog.iter().map(|r| r.2).fold(f64::INFINITY, f64::min);
     let peak = results.iter().map(|r| r.3).fold(0.0, f64::max);
-    let smallest = results.iter().map(|r| r.3).fold(f64::INFINITY, f64::min);
+    // Flat: once the input needs more than one run, a larger input takes
+    // more runs, not more memory (the largest size's peak against the
+    // smallest multi-run size's).
+    let smallest = backlog.iter().map(|r| r.3).next().unwrap_or(peak);
+    let largest = backlog.iter().map(|r| r.3).next_back().unwrap_or(peak);
     println!();
     println!("Issue 13's targets (default settings, {cores} cores):");
     println!();
@@ -229,10 +254,10 @@ fn main() {
         peak <= 256.0,
     );
     line(
-        "peak RSS flat in the input size (largest / smallest size's peak)",
-        "~1",
-        format!("{:.2}", peak / smallest),
-        peak / smallest,
-        peak <= 256.0,
+        "peak RSS flat in the input size (largest size's / smallest multi-run size's)",
+        "<= 1.1",
+        format!("{:.2}", largest / smallest),
+        largest / smallest / 1.1,
+        largest / smallest <= 1.1,
     );
 }

@@ -4,9 +4,8 @@
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::DataType as ArrowType;
+use deltalake::logstore::object_store::ObjectStoreExt as _;
 use deltalake::{DeltaTable, DeltaTableError};
-use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 
 use crate::CompactorError;
@@ -67,6 +66,7 @@ impl IdSet {
     fn grow_to(&mut self, ids: usize) {
         let slots = (ids.max(16) / 4 * 5).saturating_add(5);
         let old = std::mem::replace(&mut self.slots, vec![0u128; slots]);
+        advise_huge_pages(&mut self.slots);
         self.len = 0;
         for id in old.into_iter().filter(|&v| v != 0) {
             self.insert_raw(id);
@@ -108,6 +108,25 @@ impl IdSet {
         }
     }
 
+    /// Starts loading the slot where `id` would go into the cache, for an
+    /// [`IdSet::insert`] or [`IdSet::contains`] of it a little later: the
+    /// table is far larger than the caches, so each lookup waits on memory
+    /// unless the next ones are already on their way (callers prefetch the
+    /// id [`PREFETCH_AHEAD`] places ahead).
+    #[inline]
+    pub fn prefetch(&self, id: &uuid::Uuid) {
+        #[cfg(target_arch = "x86_64")]
+        if !self.slots.is_empty() {
+            let slot = self.slot(id.as_u128());
+            let address = self.slots[slot..].as_ptr().cast::<i8>();
+            // SAFETY: a prefetch is a hint; it reads nothing into the program
+            // and faults on no address (this one is inside the table anyway).
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address);
+            }
+        }
+    }
+
     /// Whether `id` is in the set.
     pub fn contains(&self, id: &uuid::Uuid) -> bool {
         let id = id.as_u128();
@@ -128,6 +147,33 @@ impl IdSet {
         }
     }
 }
+
+/// Asks Linux for 2 MiB pages under the set's table (where transparent huge
+/// pages are enabled for `madvise`d memory, the usual default): lookups land
+/// on random slots of a table of 100+ MiB, and with 4 KiB pages nearly each
+/// one missed the TLB and first touches faulted page by page. Only advice:
+/// without huge pages everything works the same, slower.
+fn advise_huge_pages(slots: &mut [u128]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = slots.as_mut_ptr() as usize;
+        let end = start + std::mem::size_of_val(slots);
+        let aligned = start.next_multiple_of(HUGE);
+        if end >= aligned + HUGE {
+            let len = (end - aligned) / HUGE * HUGE;
+            // SAFETY: advice on whole pages inside our own allocation; it
+            // changes no contents and no mapping's permissions.
+            unsafe {
+                libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+}
+
+/// How far ahead of an insert its slot is prefetched ([`IdSet::prefetch`]):
+/// enough lookups in flight to cover a memory round trip.
+pub const PREFETCH_AHEAD: usize = 16;
 
 /// Where each run's event ids go, under the table root: a hidden directory,
 /// which Delta readers and `vacuum` skip (the compactor's own `vacuum` keeps
@@ -217,19 +263,8 @@ async fn read_commit_ids(
     max_ids: usize,
 ) -> Result<(), CompactorError> {
     if let Some(file) = &commit.ids_file {
-        match read_ids_file(store, file).await {
-            Ok(bytes) => {
-                // Newest first: a cut keeps the newest ids.
-                for id in bytes.chunks_exact(16).rev() {
-                    if ids.len() >= max_ids {
-                        break;
-                    }
-                    if let Ok(id) = uuid::Uuid::from_slice(id) {
-                        ids.insert(id);
-                    }
-                }
-                return Ok(());
-            }
+        match read_ids_file(store, file, ids, max_ids).await {
+            Ok(()) => return Ok(()),
             Err(problem) => tracing::warn!(
                 version = commit.version,
                 file = %file.file,
@@ -264,23 +299,55 @@ async fn read_commit_ids(
     Ok(())
 }
 
-/// The bytes of a complete id file, or why not.
+/// Bytes of an id file read at once (64 K ids): the window is read in
+/// ranges from the file's end, so loading it never holds a whole file (at
+/// the default `--max-positions`, 64 MiB) beside the set.
+const IDS_RANGE_BYTES: u64 = 16 * 65_536;
+
+/// Adds the ids of a complete id file to `ids`, newest first (a cut keeps
+/// the newest), until `ids` holds `max_ids`; or says why the file cannot be
+/// read (missing or incomplete: the size is checked first, so nothing was
+/// added; a read failing part-way leaves its ids, and the commit's Parquet
+/// files add the rest).
 async fn read_ids_file(
     store: &deltalake::logstore::ObjectStoreRef,
     file: &IdsFile,
-) -> Result<bytes::Bytes, String> {
-    let bytes = get_bytes(store.as_ref(), &deltalake::Path::from(file.file.as_str()))
-        .await
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 != file.ids.saturating_mul(16) {
+    ids: &mut IdSet,
+    max_ids: usize,
+) -> Result<(), String> {
+    let path = deltalake::Path::from(file.file.as_str());
+    let size = store.head(&path).await.map_err(|e| e.to_string())?.size;
+    let expected = file.ids.saturating_mul(16);
+    if size != expected {
         return Err(format!(
-            "{} bytes where {} ids take {}",
-            bytes.len(),
-            file.ids,
-            file.ids.saturating_mul(16)
+            "{size} bytes where {} ids take {expected}",
+            file.ids
         ));
     }
-    Ok(bytes)
+    let mut end = size;
+    while end > 0 && ids.len() < max_ids {
+        let start = end.saturating_sub(IDS_RANGE_BYTES);
+        let bytes = store
+            .get_range(&path, start..end)
+            .await
+            .map_err(|e| e.to_string())?;
+        let newest_first: Vec<uuid::Uuid> = bytes
+            .chunks_exact(16)
+            .rev()
+            .filter_map(|id| uuid::Uuid::from_slice(id).ok())
+            .collect();
+        for (i, id) in newest_first.iter().enumerate() {
+            if ids.len() >= max_ids {
+                break;
+            }
+            if let Some(ahead) = newest_first.get(i + PREFETCH_AHEAD) {
+                ids.prefetch(ahead);
+            }
+            ids.insert(*id);
+        }
+        end = start;
+    }
+    Ok(())
 }
 
 /// Reads only the `event_id` column of one Parquet file into `ids`, until
@@ -291,30 +358,8 @@ pub fn read_event_ids(
     ids: &mut IdSet,
     max_ids: usize,
 ) -> Result<(), CompactorError> {
-    let perr = |source| CompactorError::Parquet {
-        path: path.to_owned(),
-        source,
-    };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(perr)?;
-    let index = builder
-        .schema()
-        .index_of("event_id")
-        .map_err(|e| CompactorError::Arrow {
-            context: "find event_id",
-            source: e,
-        })?;
-    let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(65_536)
-        .build()
-        .map_err(perr)?;
-    for batch in reader {
-        let batch = batch.map_err(|e| CompactorError::Arrow {
-            context: "read event_id",
-            source: e,
-        })?;
-        let column = arrow::compute::cast(batch.column(0), &ArrowType::Utf8).map_err(|e| {
+    for column in crate::table::one_column(bytes, path, "event_id")? {
+        let column = arrow::compute::cast(&column?, &ArrowType::Utf8).map_err(|e| {
             CompactorError::Arrow {
                 context: "cast event_id",
                 source: e,

@@ -115,11 +115,28 @@ impl Rows {
     }
 }
 
-/// Parquet writer settings: snappy (fast, what delta-rs uses by default) and
+/// Columns whose values are all distinct: no dictionary encoding. A
+/// dictionary of unique values only grows until the writer gives it up for
+/// plain encoding, after hashing every value into it. (Coordinates and times
+/// repeat enough for dictionaries to pay: 21 instead of 28 bytes per row.)
+const DISTINCT_COLUMNS: [&str; 1] = ["event_id"];
+
+/// Parquet writer settings: snappy (fast, what delta-rs uses by default),
 /// row groups of 128 K rows, so the writer holds at most one such row group of
-/// Arrow data besides the encoded file.
+/// Arrow data besides the encoded file, and plain encoding for the columns of
+/// distinct values ([`DISTINCT_COLUMNS`]).
 pub(crate) fn writer_properties() -> parquet::file::properties::WriterProperties {
-    parquet::file::properties::WriterProperties::builder()
+    DISTINCT_COLUMNS
+        .iter()
+        .fold(
+            parquet::file::properties::WriterProperties::builder(),
+            |builder, column| {
+                builder.set_column_dictionary_enabled(
+                    parquet::schema::types::ColumnPath::from(*column),
+                    false,
+                )
+            },
+        )
         .set_compression(parquet::basic::Compression::SNAPPY)
         .set_max_row_group_row_count(Some(128 * 1024))
         .set_created_by(format!("courier compactor {}", env!("CARGO_PKG_VERSION")))
@@ -254,7 +271,10 @@ async fn write_positions(
         if let Some(positions) = next {
             let mut duplicates = 0u64;
             let mut existing = 0u64;
-            for position in &positions {
+            for (i, position) in positions.iter().enumerate() {
+                if let Some(ahead) = positions.get(i + crate::dedup::PREFETCH_AHEAD) {
+                    task.seen.prefetch(ahead.event_id.as_uuid());
+                }
                 let id = position.event_id.as_uuid();
                 if let Some(table) = task.existing.as_mut()
                     && table.contains(position, &task.uri).await?

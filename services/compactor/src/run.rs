@@ -37,7 +37,7 @@ pub struct RunConfig {
     /// At most this many records per shard per run (default: to the end).
     pub max_records: Option<u64>,
     /// At most about this many positions per run, shared evenly between the
-    /// shards (default 4 M): bounds the run's memory whatever the backlog; a
+    /// shards (default 3 M): bounds the run's memory whatever the backlog; a
     /// run that stops early says so (`backlog`) and the next one reads on.
     pub max_positions: Option<u64>,
     /// The dedup window holds at most about this many event ids from earlier
@@ -91,7 +91,7 @@ impl RunConfig {
             manifests: default_manifests(&table),
             table,
             max_records: None,
-            max_positions: Some(4_000_000),
+            max_positions: Some(3_000_000),
             dedup_window_ids: 3_000_000,
             dedup_commits: 24,
             target_file_rows: 1_000_000,
