@@ -22,6 +22,7 @@
 //!   (`BENCH_KINESIS_CONNECTIONS`, default 64).
 
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -246,19 +247,34 @@ async fn connection(
     token: String,
     courier: usize,
     batch: usize,
-    start: Instant,
-    end: Instant,
+    connected: Arc<tokio::sync::Barrier>,
+    mut window: tokio::sync::watch::Receiver<Option<(Instant, Instant)>>,
     interval: Option<Duration>,
     recorded_at: String,
 ) -> ConnStats {
     let mut stats = ConnStats::default();
     let mut counter = (courier as u64) << 32 | rand_offset();
-    let mut stream = loop {
+    // Connect first, and start when every connection is open: the TCP
+    // handshakes of a thousand connections are not part of any request's
+    // latency (they would delay the paced scenario's first requests).
+    let mut attempts = 0;
+    let stream = loop {
         match TcpStream::connect(&addr).await {
-            Ok(s) => break s,
-            Err(_) if Instant::now() < end => tokio::time::sleep(Duration::from_millis(10)).await,
-            Err(_) => return stats,
+            Ok(s) => break Some(s),
+            Err(_) if attempts < 500 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(_) => break None,
         }
+    };
+    connected.wait().await;
+    let Ok(window) = window.wait_for(Option::is_some).await.map(|w| *w) else {
+        return stats;
+    };
+    let (Some(mut stream), Some((start, end))) = (stream, window) else {
+        stats.errors += 1;
+        return stats;
     };
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::with_capacity(8192);
@@ -322,8 +338,8 @@ async fn load(base: &str, token: &str, scenario: Scenario, duration: Duration) -
     let interval = scenario
         .rate
         .map(|rate| Duration::from_secs_f64(scenario.connections as f64 / rate.max(1.0)));
-    let start = Instant::now() + Duration::from_millis(200);
-    let end = start + duration;
+    let connected = Arc::new(tokio::sync::Barrier::new(scenario.connections + 1));
+    let (window, window_rx) = tokio::sync::watch::channel(None);
     let tasks: Vec<_> = (0..scenario.connections)
         .map(|i| {
             tokio::spawn(connection(
@@ -331,13 +347,17 @@ async fn load(base: &str, token: &str, scenario: Scenario, duration: Duration) -
                 token.to_owned(),
                 i,
                 scenario.batch,
-                start,
-                end,
+                connected.clone(),
+                window_rx.clone(),
                 interval,
                 recorded_at.clone(),
             ))
         })
         .collect();
+    connected.wait().await;
+    let start = Instant::now() + Duration::from_millis(20);
+    let end = start + duration;
+    let _ = window.send(Some((start, end)));
     let mut latencies = Vec::new();
     let (mut accepted, mut errors) = (0u64, 0u64);
     for task in tasks {

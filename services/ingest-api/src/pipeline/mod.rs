@@ -389,10 +389,19 @@ impl Pipeline {
         };
         let mut groups: Vec<Option<Group>> = (0..table.map.len()).map(|_| None).collect();
         let mut total_bytes = 0usize;
+        // A request's positions are mostly one courier's: one MD5 per run
+        // of the same courier id (the hash showed in the batch profile).
+        let mut last: Option<(&str, usize)> = None;
         for p in positions {
-            let shard = table
-                .map
-                .index_for_hash(partition_hash(p.courier_id.as_str()));
+            let key = p.courier_id.as_str();
+            let shard = match last {
+                Some((k, shard)) if k == key => shard,
+                _ => {
+                    let shard = table.map.index_for_hash(partition_hash(key));
+                    last = Some((key, shard));
+                    shard
+                }
+            };
             let group = groups[shard].get_or_insert_with(|| Group {
                 datums: Vec::with_capacity(128),
                 ends: Vec::new(),
@@ -448,8 +457,19 @@ impl Pipeline {
         self.live.publish(&positions);
         let n = self.trackers.len();
         let mut shards: Vec<Vec<Position>> = (0..n).map(|_| Vec::new()).collect();
-        for p in positions {
-            let i = (partition_hash(p.courier_id.as_str()) % n as u128) as usize;
+        let mut last: Option<(&str, usize)> = None;
+        let indexes: Vec<usize> = positions
+            .iter()
+            .map(|p| match last {
+                Some((k, i)) if k == p.courier_id.as_str() => i,
+                _ => {
+                    let i = tracker_index(p.courier_id.as_str(), n);
+                    last = Some((p.courier_id.as_str(), i));
+                    i
+                }
+            })
+            .collect();
+        for (p, i) in positions.into_iter().zip(indexes) {
             shards[i].push(p);
         }
         for (tracker, batch) in self.trackers.iter().zip(shards) {
@@ -461,8 +481,7 @@ impl Pipeline {
 
     /// Forgets a courier's latest position (erasure); whether it was known.
     pub async fn forget(&self, courier_id: &str) -> bool {
-        let n = self.trackers.len();
-        let i = (partition_hash(courier_id) % n as u128) as usize;
+        let i = tracker_index(courier_id, self.trackers.len());
         self.trackers[i]
             .send(tracker::Forget(courier_id.to_owned()))
             .await
@@ -471,8 +490,7 @@ impl Pipeline {
 
     /// The latest accepted position of a courier.
     pub async fn latest(&self, courier_id: &str) -> Option<Position> {
-        let n = self.trackers.len();
-        let i = (partition_hash(courier_id) % n as u128) as usize;
+        let i = tracker_index(courier_id, self.trackers.len());
         self.trackers[i]
             .send(Latest(courier_id.to_owned()))
             .await
@@ -523,6 +541,10 @@ impl Pipeline {
     }
 }
 
+/// The tracker shard that keeps `courier_id`'s latest position (of `n`).
+fn tracker_index(courier_id: &str, n: usize) -> usize {
+    (partition_hash(courier_id) % n.max(1) as u128) as usize
+}
 #[cfg(test)]
 mod tests {
     use super::*;
