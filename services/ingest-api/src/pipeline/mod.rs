@@ -389,19 +389,10 @@ impl Pipeline {
         };
         let mut groups: Vec<Option<Group>> = (0..table.map.len()).map(|_| None).collect();
         let mut total_bytes = 0usize;
-        // A request's positions are mostly one courier's: one MD5 per run
-        // of the same courier id (the hash showed in the batch profile).
-        let mut last: Option<(&str, usize)> = None;
-        for p in positions {
-            let key = p.courier_id.as_str();
-            let shard = match last {
-                Some((k, shard)) if k == key => shard,
-                _ => {
-                    let shard = table.map.index_for_hash(partition_hash(key));
-                    last = Some((key, shard));
-                    shard
-                }
-            };
+        let shards = per_courier_run(positions, |key| {
+            table.map.index_for_hash(partition_hash(key))
+        });
+        for (p, shard) in positions.iter().zip(shards) {
             let group = groups[shard].get_or_insert_with(|| Group {
                 datums: Vec::with_capacity(128),
                 ends: Vec::new(),
@@ -457,18 +448,7 @@ impl Pipeline {
         self.live.publish(&positions);
         let n = self.trackers.len();
         let mut shards: Vec<Vec<Position>> = (0..n).map(|_| Vec::new()).collect();
-        let mut last: Option<(&str, usize)> = None;
-        let indexes: Vec<usize> = positions
-            .iter()
-            .map(|p| match last {
-                Some((k, i)) if k == p.courier_id.as_str() => i,
-                _ => {
-                    let i = tracker_index(p.courier_id.as_str(), n);
-                    last = Some((p.courier_id.as_str(), i));
-                    i
-                }
-            })
-            .collect();
+        let indexes = per_courier_run(&positions, |key| tracker_index(key, n));
         for (p, i) in positions.into_iter().zip(indexes) {
             shards[i].push(p);
         }
@@ -539,6 +519,27 @@ impl Pipeline {
             arbiter.stop();
         }
     }
+}
+
+/// `index_of(courier_id)` for each position, called once per run of one
+/// courier's positions: a request's positions are mostly one courier's, and
+/// the index is an MD5 (it showed in the batch profile at two per position).
+fn per_courier_run(positions: &[Position], index_of: impl Fn(&str) -> usize) -> Vec<usize> {
+    let mut last: Option<(&str, usize)> = None;
+    positions
+        .iter()
+        .map(|p| {
+            let key = p.courier_id.as_str();
+            match last {
+                Some((k, i)) if k == key => i,
+                _ => {
+                    let i = index_of(key);
+                    last = Some((key, i));
+                    i
+                }
+            }
+        })
+        .collect()
 }
 
 /// The tracker shard that keeps `courier_id`'s latest position (of `n`).
