@@ -4,8 +4,8 @@
 //! service's rule, applied once at receipt, never again here.
 
 use base64::Engine as _;
-use courier_model::avro::{AvroPosition, DecodeLimits, decode_record_with};
-use courier_model::position::TimeRules;
+use courier_model::avro::{AvroDatum, DecodeLimits, visit_record};
+use courier_model::position::{Position, TimeRules};
 use serde_json::{Value, json};
 
 use crate::dead_letters::DeadLetters;
@@ -18,6 +18,10 @@ use crate::{CompactorError, SequenceNumber};
 /// not: a dead letter would copy them), which are dropped and counted in
 /// `erased.skipped`. Returns the positions the record declared and the
 /// positions decoded from it.
+///
+/// The datums are read borrowed from the decoded block and validated
+/// straight into [`Position`]s; what they yield is acted on only once the
+/// whole record has decoded (a damaged record is one dead letter, whole).
 pub(crate) async fn decode_into(
     record: &SourceRecord,
     shard_id: &str,
@@ -27,8 +31,45 @@ pub(crate) async fn decode_into(
     erased: &mut Erased,
 ) -> Result<(u64, u64), CompactorError> {
     let seq = &record.sequence_number;
-    let datums = match decode_record_with(&record.data, limits) {
-        Ok(d) => d,
+    let mut valid: Vec<Position> = Vec::new();
+    let mut letters: Vec<Value> = Vec::new();
+    let (mut decoded, mut skipped) = (0u64, 0u64);
+    let visited = visit_record(&record.data, limits, |index, datum| {
+        let avro = match datum {
+            Ok(a) => a,
+            Err(e) => {
+                letters.push(undecodable(
+                    shard_id,
+                    seq,
+                    Some(index),
+                    e.to_string(),
+                    &record.data,
+                ));
+                return;
+            }
+        };
+        decoded += 1;
+        if erased.couriers.contains(avro.courier_id) {
+            skipped += 1;
+            return;
+        }
+        match avro.validate(&TimeRules::UNBOUNDED) {
+            Ok(position) => valid.push(position),
+            Err(errors) => {
+                let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                letters.push(json!({
+                    "kind": "invalid",
+                    "reasons": reasons,
+                    "shard_id": shard_id,
+                    "sequence_number": seq.as_str(),
+                    "datum_index": index,
+                    "position": avro_json(&avro),
+                }));
+            }
+        }
+    });
+    let declared = match visited {
+        Ok(count) => count as u64,
         Err(e) => {
             dead.push(undecodable(
                 shard_id,
@@ -41,43 +82,12 @@ pub(crate) async fn decode_into(
             return Ok((0, 0));
         }
     };
-    let declared = datums.len() as u64;
-    let mut decoded = 0;
-    for (index, datum) in datums.into_iter().enumerate() {
-        let avro = match datum {
-            Ok(a) => a,
-            Err(e) => {
-                dead.push(undecodable(
-                    shard_id,
-                    seq,
-                    Some(index),
-                    e.to_string(),
-                    &record.data,
-                ))
-                .await?;
-                continue;
-            }
-        };
-        decoded += 1;
-        if erased.couriers.contains(&avro.courier_id) {
-            erased.skipped += 1;
-            continue;
-        }
-        match avro.validate(&TimeRules::UNBOUNDED) {
-            Ok(position) => rows.push(position).await?,
-            Err(errors) => {
-                let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
-                dead.push(json!({
-                    "kind": "invalid",
-                    "reasons": reasons,
-                    "shard_id": shard_id,
-                    "sequence_number": seq.as_str(),
-                    "datum_index": index,
-                    "position": avro_json(&avro),
-                }))
-                .await?;
-            }
-        }
+    erased.skipped += skipped;
+    for position in valid {
+        rows.push(position).await?;
+    }
+    for letter in letters {
+        dead.push(letter).await?;
     }
     Ok((declared, decoded))
 }
@@ -90,7 +100,7 @@ pub(crate) struct Erased {
     pub(crate) skipped: u64,
 }
 
-fn avro_json(p: &AvroPosition) -> Value {
+fn avro_json(p: &AvroDatum<'_>) -> Value {
     json!({
         "event_id": p.event_id,
         "courier_id": p.courier_id,

@@ -312,6 +312,57 @@ pub struct AvroPosition {
 }
 
 impl AvroPosition {
+    /// The datum borrowing this position's strings.
+    pub fn as_datum(&self) -> AvroDatum<'_> {
+        AvroDatum {
+            event_id: &self.event_id,
+            courier_id: &self.courier_id,
+            lat: self.lat,
+            lon: self.lon,
+            recorded_at: self.recorded_at,
+            received_at: self.received_at,
+            accuracy_m: self.accuracy_m,
+            speed_mps: self.speed_mps,
+            heading_deg: self.heading_deg,
+            order_id: self.order_id.as_deref(),
+        }
+    }
+
+    /// Validates the stored position with the same rules the ingestion
+    /// service applies (the `recorded_at` window measured from `received_at`).
+    pub fn validate(&self, rules: &TimeRules) -> Result<Position, Vec<FieldError>> {
+        self.as_datum().validate(rules)
+    }
+}
+
+/// A position as stored in Avro, before validation, its strings borrowed
+/// from the decoded block ([`visit_record`]): the decoder allocates nothing
+/// per datum, and validation copies only what a [`Position`] keeps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AvroDatum<'a> {
+    /// UUID text.
+    pub event_id: &'a str,
+    /// Courier id.
+    pub courier_id: &'a str,
+    /// Latitude.
+    pub lat: f64,
+    /// Longitude.
+    pub lon: f64,
+    /// Microseconds since the epoch.
+    pub recorded_at: i64,
+    /// Microseconds since the epoch.
+    pub received_at: i64,
+    /// Optional accuracy.
+    pub accuracy_m: Option<f64>,
+    /// Optional speed.
+    pub speed_mps: Option<f64>,
+    /// Optional heading.
+    pub heading_deg: Option<f64>,
+    /// Optional order (schema version 2).
+    pub order_id: Option<&'a str>,
+}
+
+impl AvroDatum<'_> {
     /// Validates the stored position with the same rules the ingestion
     /// service applies (the `recorded_at` window measured from `received_at`).
     pub fn validate(&self, rules: &TimeRules) -> Result<Position, Vec<FieldError>> {
@@ -328,17 +379,34 @@ impl AvroPosition {
             )]
         })?;
         let unchecked = UncheckedPosition {
-            event_id: Some(&self.event_id),
-            courier_id: Some(&self.courier_id),
+            event_id: Some(self.event_id),
+            courier_id: Some(self.courier_id),
             lat: Some(self.lat),
             lon: Some(self.lon),
             recorded_at: Some(recorded_at),
             accuracy_m: self.accuracy_m,
             speed_mps: self.speed_mps,
             heading_deg: self.heading_deg,
-            order_id: self.order_id.as_deref(),
+            order_id: self.order_id,
         };
         Position::try_new(&unchecked, received_at, rules)
+    }
+}
+
+impl From<AvroDatum<'_>> for AvroPosition {
+    fn from(d: AvroDatum<'_>) -> Self {
+        Self {
+            event_id: d.event_id.to_owned(),
+            courier_id: d.courier_id.to_owned(),
+            lat: d.lat,
+            lon: d.lon,
+            recorded_at: d.recorded_at,
+            received_at: d.received_at,
+            accuracy_m: d.accuracy_m,
+            speed_mps: d.speed_mps,
+            heading_deg: d.heading_deg,
+            order_id: d.order_id.map(str::to_owned),
+        }
     }
 }
 
@@ -385,10 +453,40 @@ pub fn decode_record_with(
     record: &[u8],
     limits: &DecodeLimits,
 ) -> Result<Vec<Result<AvroPosition, AvroError>>, AvroError> {
-    match fast::decode(record, limits) {
-        Ok(positions) => Ok(positions.into_iter().map(Ok).collect()),
+    let mut out = Vec::new();
+    visit_record(record, limits, |_, datum| {
+        out.push(datum.map(AvroPosition::from));
+    })?;
+    Ok(out)
+}
+
+/// Decodes every datum of one stream record like [`decode_record_with`], but
+/// hands each one to `visit` (with its index) as it is read, its strings
+/// borrowed from the decoded block: nothing is allocated per datum on the
+/// fast path. Returns how many datums were visited.
+///
+/// A record that fails as a whole may have visited some datums before the
+/// damage was found: a caller that must not act on a damaged record's datums
+/// collects what it visits and acts once this returns `Ok`.
+pub fn visit_record(
+    record: &[u8],
+    limits: &DecodeLimits,
+    mut visit: impl FnMut(usize, Result<AvroDatum<'_>, AvroError>),
+) -> Result<usize, AvroError> {
+    match fast::visit(record, limits, |index, datum| visit(index, Ok(datum))) {
+        Ok(count) => Ok(count),
         Err(fast::Reject::Damaged(why)) => Err(AvroError::Damaged(why)),
-        Err(fast::Reject::NotOurs) => decode_record_generic(record),
+        Err(fast::Reject::NotOurs) => {
+            let datums = decode_record_generic(record)?;
+            let count = datums.len();
+            for (index, datum) in datums.into_iter().enumerate() {
+                match datum {
+                    Ok(p) => visit(index, Ok(p.as_datum())),
+                    Err(e) => visit(index, Err(e)),
+                }
+            }
+            Ok(count)
+        }
     }
 }
 
@@ -434,7 +532,7 @@ mod fast {
     use std::io::Read as _;
 
     use super::{
-        AvroPosition, DecodeLimits, MIN_DATUM_BYTES, SCHEMA_V1_JSON, strip_docs, writer_schema_json,
+        AvroDatum, DecodeLimits, MIN_DATUM_BYTES, SCHEMA_V1_JSON, strip_docs, writer_schema_json,
     };
 
     /// The header schema text of the previous version, as our encoder wrote it.
@@ -488,8 +586,8 @@ mod fast {
             self.bytes(n)
         }
 
-        fn string(&mut self) -> Option<String> {
-            std::str::from_utf8(self.sized()?).ok().map(str::to_owned)
+        fn str(&mut self) -> Option<&'a str> {
+            std::str::from_utf8(self.sized()?).ok()
         }
 
         fn double(&mut self) -> Option<f64> {
@@ -516,13 +614,15 @@ mod fast {
         Damaged(String),
     }
 
-    /// The positions of one of our containers. Every count and length is
-    /// checked against the bytes that are there (and the decompressed size
-    /// against `limits`) before it is used.
-    pub(super) fn decode(
+    /// Hands each position of one of our containers to `visit`, in order;
+    /// returns how many. Every count and length is checked against the bytes
+    /// that are there (and the decompressed size against `limits`) before it
+    /// is used.
+    pub(super) fn visit(
         record: &[u8],
         limits: &DecodeLimits,
-    ) -> Result<Vec<AvroPosition>, Reject> {
+        mut visit: impl FnMut(usize, AvroDatum<'_>),
+    ) -> Result<usize, Reject> {
         let mut c = Cursor::new(record);
         if c.bytes(4) != Some(b"Obj\x01".as_slice()) {
             return Err(Reject::NotOurs);
@@ -541,7 +641,7 @@ mod fast {
         let sync = c
             .bytes(16)
             .ok_or_else(|| damaged("the header ends before its sync marker".into()))?;
-        let mut out = Vec::new();
+        let mut visited = 0usize;
         let mut block = 0usize;
         while !c.done() {
             let count = c
@@ -577,14 +677,14 @@ mod fast {
                 )));
             }
             let mut d = Cursor::new(&datums);
-            out.reserve(count);
             for index in 0..count {
                 let position = datum(&mut d, has_order_id).ok_or_else(|| {
                     damaged(format!(
                         "block {block}: datum {index} is truncated or malformed"
                     ))
                 })?;
-                out.push(position);
+                visit(visited, position);
+                visited += 1;
             }
             if !d.done() {
                 return Err(damaged(format!(
@@ -594,7 +694,7 @@ mod fast {
             }
             block += 1;
         }
-        Ok(out)
+        Ok(visited)
     }
 
     /// The header's metadata map: the writer schema and the codec.
@@ -679,10 +779,10 @@ mod fast {
     }
 
     /// One datum of our schema (with or without `order_id`).
-    fn datum(d: &mut Cursor<'_>, has_order_id: bool) -> Option<AvroPosition> {
-        Some(AvroPosition {
-            event_id: d.string()?,
-            courier_id: d.string()?,
+    fn datum<'a>(d: &mut Cursor<'a>, has_order_id: bool) -> Option<AvroDatum<'a>> {
+        Some(AvroDatum {
+            event_id: d.str()?,
+            courier_id: d.str()?,
             lat: d.double()?,
             lon: d.double()?,
             recorded_at: d.long()?,
@@ -691,7 +791,7 @@ mod fast {
             speed_mps: d.optional(Cursor::double)?,
             heading_deg: d.optional(Cursor::double)?,
             order_id: if has_order_id {
-                d.optional(Cursor::string)?
+                d.optional(Cursor::str)?
             } else {
                 None
             },
@@ -744,6 +844,16 @@ mod tests {
         assert_eq!(decoded, positions);
     }
 
+    /// The fast path alone, its datums copied out.
+    fn fast_decode(record: &[u8]) -> Result<Vec<AvroPosition>, fast::Reject> {
+        let mut out = Vec::new();
+        fast::visit(record, &DecodeLimits::default(), |index, datum| {
+            assert_eq!(index, out.len(), "datums are visited in order");
+            out.push(AvroPosition::from(datum));
+        })?;
+        Ok(out)
+    }
+
     #[test]
     fn our_records_take_the_fast_path_and_decode_like_the_generic_reader() {
         for codec in [Codec::Null, Codec::Snappy, Codec::Zstandard] {
@@ -753,8 +863,7 @@ mod tests {
                 encode_datum(p, &mut datums);
             }
             let record = RecordEncoder::new(codec).encode(&datums, positions.len());
-            let fast = fast::decode(&record, &DecodeLimits::default())
-                .expect("our own record takes the fast path");
+            let fast = fast_decode(&record).expect("our own record takes the fast path");
             let generic: Vec<AvroPosition> = decode_record_generic(&record)
                 .expect("container")
                 .into_iter()
@@ -763,10 +872,7 @@ mod tests {
             assert_eq!(fast, generic, "{codec:?}");
             // Damage anywhere makes the fast path refuse the record.
             for cut in [5, record.len() / 2, record.len() - 1] {
-                assert!(
-                    fast::decode(&record[..cut], &DecodeLimits::default()).is_err(),
-                    "cut at {cut}"
-                );
+                assert!(fast_decode(&record[..cut]).is_err(), "cut at {cut}");
             }
         }
     }
@@ -789,7 +895,7 @@ mod tests {
         put_long(&mut record, datum.len() as i64);
         record.extend_from_slice(&datum);
         record.extend_from_slice(&[7u8; 16]);
-        let fast = fast::decode(&record, &DecodeLimits::default()).expect("fast path");
+        let fast = fast_decode(&record).expect("fast path");
         let generic = decode_record_generic(&record).expect("container");
         assert_eq!(&fast[0], generic[0].as_ref().expect("datum"));
         assert_eq!(fast[0].order_id, None);
@@ -844,6 +950,40 @@ mod tests {
         assert_eq!(position.courier_id, "courier-v1");
         assert_eq!(position.order_id, None);
         assert_eq!(position.accuracy_m, Some(3.0));
+        // The generic path visits the same datum.
+        let mut visited = Vec::new();
+        let count = visit_record(&bytes, &DecodeLimits::default(), |index, datum| {
+            visited.push((index, datum.map(AvroPosition::from).expect("datum")));
+        })
+        .expect("container");
+        assert_eq!(count, 1);
+        assert_eq!(visited, vec![(0, position.clone())]);
+    }
+
+    #[test]
+    fn visiting_a_record_sees_what_decoding_it_returns() {
+        for codec in [Codec::Null, Codec::Snappy, Codec::Zstandard] {
+            let positions: Vec<_> = (0..25).map(|i| sample(i, i % 2 == 0)).collect();
+            let mut datums = Vec::new();
+            for p in &positions {
+                encode_datum(p, &mut datums);
+            }
+            let record = RecordEncoder::new(codec).encode(&datums, positions.len());
+            let mut valid = Vec::new();
+            let count = visit_record(&record, &DecodeLimits::default(), |index, datum| {
+                assert_eq!(index, valid.len());
+                let datum = datum.expect("datum");
+                valid.push(datum.validate(&TimeRules::UNBOUNDED).expect("valid"));
+            })
+            .expect("our record");
+            assert_eq!(count, positions.len(), "{codec:?}");
+            assert_eq!(valid, positions, "{codec:?}");
+            let cut = &record[..record.len() - 1];
+            assert!(
+                visit_record(cut, &DecodeLimits::default(), |_, _| {}).is_err(),
+                "{codec:?}: a damaged record fails as a whole"
+            );
+        }
     }
 
     #[test]
