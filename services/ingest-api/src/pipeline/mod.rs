@@ -448,8 +448,7 @@ impl Pipeline {
         self.live.publish(&positions);
         let n = self.trackers.len();
         let mut shards: Vec<Vec<Position>> = (0..n).map(|_| Vec::new()).collect();
-        let indexes = per_courier_run(&positions, |key| tracker_index(key, n));
-        for (p, i) in positions.into_iter().zip(indexes) {
+        for (i, p) in latest_of_each_run(positions, |key| tracker_index(key, n)) {
             shards[i].push(p);
         }
         for (tracker, batch) in self.trackers.iter().zip(shards) {
@@ -542,6 +541,29 @@ fn per_courier_run(positions: &[Position], index_of: impl Fn(&str) -> usize) -> 
         .collect()
 }
 
+/// Each run of one courier's consecutive positions reduced to the one a
+/// tracker would keep of them (the first with the greatest `recorded_at`:
+/// the tracker's own rule), with `index_of` its courier. A request is
+/// usually one courier's batch: its tracker shard then handles one
+/// position, not the whole batch, with the same outcome.
+fn latest_of_each_run(
+    positions: Vec<Position>,
+    index_of: impl Fn(&str) -> usize,
+) -> Vec<(usize, Position)> {
+    let mut out: Vec<(usize, Position)> = Vec::new();
+    for p in positions {
+        match out.last_mut() {
+            Some((_, kept)) if kept.courier_id == p.courier_id => {
+                if p.recorded_at > kept.recorded_at {
+                    *kept = p;
+                }
+            }
+            _ => out.push((index_of(p.courier_id.as_str()), p)),
+        }
+    }
+    out
+}
+
 /// The tracker shard that keeps `courier_id`'s latest position (of `n`).
 fn tracker_index(courier_id: &str, n: usize) -> usize {
     (partition_hash(courier_id) % n.max(1) as u128) as usize
@@ -566,6 +588,31 @@ mod tests {
             ..UncheckedPosition::default()
         };
         Position::try_new(&unchecked, now, &TimeRules::default()).expect("valid position")
+    }
+
+    #[test]
+    fn each_run_of_one_courier_reaches_the_tracker_as_the_position_it_would_keep() {
+        let base = chrono::Utc::now();
+        let at = |courier: &str, lat: f64, secs: i64| {
+            let mut p = position_at(courier, lat);
+            p.recorded_at = base - chrono::TimeDelta::seconds(secs);
+            p
+        };
+        let positions = vec![
+            at("a", 1.0, 30),
+            at("a", 2.0, 10), // the latest of the first run
+            at("a", 3.0, 10), // as late, later in the request: not kept
+            at("a", 4.0, 20),
+            at("b", 5.0, 0),
+            at("a", 6.0, 50), // a new run of "a": a position of its own
+        ];
+        let index = |key: &str| usize::from(key == "b");
+        let kept: Vec<(usize, &str, f64)> = latest_of_each_run(positions, index)
+            .iter()
+            .map(|(i, p)| (*i, p.courier_id.as_str().to_owned(), p.lat.get()))
+            .map(|(i, c, lat)| (i, if c == "a" { "a" } else { "b" }, lat))
+            .collect();
+        assert_eq!(kept, vec![(0, "a", 2.0), (1, "b", 5.0), (0, "a", 6.0)]);
     }
 
     /// One writer, one tracker, small budgets: records of at most
