@@ -6,14 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::array::{
-    ArrayRef, Date32Builder, Float64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, Float64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{Schema, SchemaRef};
 use courier_model::position::Position;
+use delta_kernel::expressions::Scalar;
 use deltalake::DeltaTable;
 use deltalake::kernel::Add;
-use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
+use indexmap::IndexMap;
 
 use crate::CompactorError;
 use crate::dedup::{IdSet, IdsFile, IdsWriter};
@@ -30,6 +31,8 @@ const CHUNK_POSITIONS: usize = 8_192;
 /// Chunks queued for the writer task at most.
 const CHUNKS_IN_FLIGHT: usize = 4;
 
+/// The Arrow columns of one `event_date` partition's rows: the table's
+/// columns without the partition column, which is in the files' path.
 struct Rows {
     schema: SchemaRef,
     event_id: StringBuilder,
@@ -42,7 +45,6 @@ struct Rows {
     speed_mps: Float64Builder,
     heading_deg: Float64Builder,
     order_id: StringBuilder,
-    event_date: Date32Builder,
     len: usize,
 }
 
@@ -61,7 +63,6 @@ impl Rows {
             speed_mps: Float64Builder::with_capacity(BATCH_ROWS),
             heading_deg: Float64Builder::with_capacity(BATCH_ROWS),
             order_id: StringBuilder::with_capacity(BATCH_ROWS, BATCH_ROWS * 16),
-            event_date: Date32Builder::with_capacity(BATCH_ROWS),
             len: 0,
         }
     }
@@ -83,9 +84,6 @@ impl Rows {
             .append_option(p.heading_deg.map(|v| v.get()));
         self.order_id
             .append_option(p.order_id.as_ref().map(|o| o.as_str()));
-        let days = p.recorded_at.timestamp().div_euclid(86_400);
-        self.event_date
-            .append_value(i32::try_from(days).unwrap_or(i32::MAX));
         self.len += 1;
     }
 
@@ -106,13 +104,85 @@ impl Rows {
             Arc::new(full.speed_mps.finish()),
             Arc::new(full.heading_deg.finish()),
             Arc::new(full.order_id.finish()),
-            Arc::new(full.event_date.finish()),
         ];
         RecordBatch::try_new(schema, columns).map_err(|e| CompactorError::Arrow {
             context: "build a record batch",
             source: e,
         })
     }
+}
+
+/// The `event_date` partition of a position: days since the epoch (UTC) of
+/// its `recorded_at`.
+pub(crate) fn event_day(position: &Position) -> i32 {
+    i32::try_from(position.recorded_at.timestamp().div_euclid(86_400)).unwrap_or(i32::MAX)
+}
+
+/// The rows not yet written, split by `event_date` partition as they arrive.
+///
+/// delta-rs' `RecordBatchWriter::write` splits every batch by partition
+/// itself: it converts the partition column to rows, hashes each one and
+/// copies every column of the batch into each partition's batch. A stream's
+/// positions fall almost all on one or two days, so the split is done here,
+/// one comparison per position, and each partition's batch goes to
+/// `write_partition` as it is.
+struct DayRows {
+    schema: SchemaRef,
+    /// Open partitions (days since the epoch), usually one.
+    days: Vec<(i32, Rows)>,
+    /// Rows across the open partitions.
+    len: usize,
+}
+
+impl DayRows {
+    /// For a table whose Arrow schema (partition column included) is `table_schema`.
+    fn new(table_schema: &SchemaRef) -> Self {
+        let columns: Vec<_> = table_schema
+            .fields()
+            .iter()
+            .filter(|f| f.name() != crate::table::PARTITION_COLUMN)
+            .cloned()
+            .collect();
+        Self {
+            // As delta-rs derives its files' schema: without metadata.
+            schema: Arc::new(Schema::new(columns)),
+            days: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, position: &Position) {
+        let day = event_day(position);
+        let rows = match self.days.iter().position(|(d, _)| *d == day) {
+            Some(i) => &mut self.days[i].1,
+            None => {
+                self.days.push((day, Rows::new(self.schema.clone())));
+                let last = self.days.len() - 1;
+                &mut self.days[last].1
+            }
+        };
+        rows.push(position);
+        self.len += 1;
+    }
+
+    /// The batch of every partition that has rows (`event_date` days,
+    /// batch); the partitions that had none since the last call are closed.
+    fn finish(&mut self) -> Result<Vec<(i32, RecordBatch)>, CompactorError> {
+        self.days.retain(|(_, rows)| rows.len > 0);
+        self.len = 0;
+        self.days
+            .iter_mut()
+            .map(|(day, rows)| Ok((*day, rows.finish()?)))
+            .collect()
+    }
+}
+
+/// The partition values of the `event_date` partition `day` (days since the epoch).
+fn partition_values(day: i32) -> IndexMap<String, Scalar> {
+    IndexMap::from([(
+        crate::table::PARTITION_COLUMN.to_owned(),
+        Scalar::Date(day),
+    )])
 }
 
 /// Columns whose values are all distinct: no dictionary encoding. A
@@ -168,7 +238,7 @@ type WriterOutput = (Vec<Add>, Option<IdsFile>);
 /// What the writer task owns.
 struct WriterTask {
     writer: RecordBatchWriter,
-    rows: Rows,
+    rows: DayRows,
     /// The dedup window, then every id of this run too.
     seen: IdSet,
     ids: IdsWriter,
@@ -229,8 +299,7 @@ impl ExistingIds {
     /// Whether `position` is in the table already (loading its partition's
     /// ids the first time).
     async fn contains(&mut self, position: &Position, uri: &str) -> Result<bool, CompactorError> {
-        let day =
-            i32::try_from(position.recorded_at.timestamp().div_euclid(86_400)).unwrap_or(i32::MAX);
+        let day = event_day(position);
         if self.loaded.insert(day) {
             let started = std::time::Instant::now();
             let before = self.ids.len();
@@ -302,14 +371,15 @@ async fn write_positions(
             continue;
         }
         task.ids.write_batch().await?;
-        let batch = task.rows.finish()?;
-        let rows = batch.num_rows() as u64;
-        task.writer
-            .write(batch)
-            .await
-            .map_err(|e| CompactorError::delta(&task.uri, "write Parquet", e))?;
-        task.written.rows.fetch_add(rows, Ordering::Relaxed);
-        in_files += rows;
+        for (day, batch) in task.rows.finish()? {
+            let rows = batch.num_rows() as u64;
+            task.writer
+                .write_partition(batch, &partition_values(day), WriteMode::Default)
+                .await
+                .map_err(|e| CompactorError::delta(&task.uri, "write Parquet", e))?;
+            task.written.rows.fetch_add(rows, Ordering::Relaxed);
+            in_files += rows;
+        }
         if in_files >= task.target_rows {
             adds.extend(finish_files(&mut task.writer, &task.uri).await?);
             in_files = 0;
@@ -375,7 +445,7 @@ impl RowWriter {
         let written = Arc::new(Written::default());
         let task = tokio::spawn(write_positions(
             WriterTask {
-                rows: Rows::new(writer.arrow_schema()),
+                rows: DayRows::new(&writer.arrow_schema()),
                 writer,
                 seen,
                 ids,

@@ -315,6 +315,37 @@ async fn positions_the_service_accepted_are_never_rejected_for_their_time() {
     assert_eq!(table_event_ids(&env.table).await, sorted(ids(&accepted)));
 }
 
+#[tokio::test]
+async fn each_position_lands_in_the_partition_of_its_recorded_date() {
+    // Three days interleaved in one record, as a backlog across midnight
+    // arrives: the rows stage splits them by date itself.
+    let env = Env::new(1);
+    let id = || uuid::Uuid::now_v7().to_string();
+    let days = [0, -1, -2];
+    let accepted: Vec<Position> = (0..30)
+        .map(|i| position_with(i, &id(), TimeDelta::days(days[i % 3])))
+        .collect();
+    env.append(0, &accepted);
+    let report = compactor::run(env.config()).await.expect("run");
+    assert_eq!(report.rows_written, 30, "{report:?}");
+    let mut expected: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for p in &accepted {
+        expected
+            .entry(p.recorded_at.date_naive().to_string())
+            .or_default()
+            .push(p.event_id.to_string());
+    }
+    for ids in expected.values_mut() {
+        ids.sort();
+    }
+    assert_eq!(expected.len(), 3);
+    assert_eq!(
+        common::table_event_ids_by_date(&Location::local(&env.table)).await,
+        expected
+    );
+    assert_eq!(report.files_added, 3, "one file per date: {report:?}");
+}
+
 /// `record` with its first block's datum count (one zigzag byte, right after
 /// the header) replaced by `count`.
 fn with_datum_count(record: &[u8], count: i64) -> Vec<u8> {

@@ -93,19 +93,40 @@ pub fn encode_with_lat(positions: &[Position], index: usize, lat: f64) -> Vec<u8
 /// Every event_id in the table's current files (through the Delta log, read
 /// through the table's own object store: local or S3), sorted.
 pub async fn table_event_ids(location: &Location) -> Vec<String> {
+    sorted(
+        table_event_ids_by_date(location)
+            .await
+            .into_values()
+            .flatten()
+            .collect(),
+    )
+}
+
+/// The event_ids of the table's current files per `event_date` partition
+/// value (as the Delta log gives it), each sorted.
+pub async fn table_event_ids_by_date(location: &Location) -> BTreeMap<String, Vec<String>> {
     let table = compactor::table::load(location)
         .await
         .expect("load")
         .expect("a table");
     let store = table.object_store();
     let snapshot = table.snapshot().expect("snapshot");
-    let paths: Vec<String> = snapshot
+    let files: Vec<(String, String)> = snapshot
         .log_data()
         .iter()
-        .map(|f| f.path().into_owned())
+        .map(|f| {
+            let date = f
+                .partition_values_map()
+                .get("event_date")
+                .cloned()
+                .flatten()
+                .expect("partition value");
+            (date, f.path().into_owned())
+        })
         .collect();
-    let mut out = Vec::new();
-    for path in paths {
+    let mut by_date: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (date, path) in files {
+        let out = by_date.entry(date).or_default();
         let bytes = store
             .get(&deltalake::Path::from(path.as_str()))
             .await
@@ -130,8 +151,10 @@ pub async fn table_event_ids(location: &Location) -> Vec<String> {
             }
         }
     }
-    out.sort();
-    out
+    for ids in by_date.values_mut() {
+        ids.sort();
+    }
+    by_date
 }
 
 /// Active data files per `event_date` partition.
