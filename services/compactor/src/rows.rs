@@ -179,10 +179,7 @@ impl DayRows {
 
 /// The partition values of the `event_date` partition `day` (days since the epoch).
 fn partition_values(day: i32) -> IndexMap<String, Scalar> {
-    IndexMap::from([(
-        crate::table::PARTITION_COLUMN.to_owned(),
-        Scalar::Date(day),
-    )])
+    IndexMap::from([(crate::table::PARTITION_COLUMN.to_owned(), Scalar::Date(day))])
 }
 
 /// Columns whose values are all distinct: no dictionary encoding. A
