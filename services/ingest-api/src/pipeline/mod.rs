@@ -100,6 +100,11 @@ pub const WATCHDOG_EVERY: Duration = Duration::from_millis(100);
 /// Least time between two shard-map reloads asked for by misrouted records.
 const STALE_REFRESH_GAP: Duration = Duration::from_secs(1);
 
+/// Bytes reserved per position for its Avro datum: a datum with every
+/// optional field and a 20-character order id is about 130 bytes, one with
+/// none about 90.
+const DATUM_BYTES_HINT: usize = 128;
+
 /// Everything needed to start a writer (again).
 struct WriterFactory {
     sink: Arc<dyn StreamSink>,
@@ -392,10 +397,19 @@ impl Pipeline {
         let shards = per_courier_run(positions, |key| {
             table.map.index_for_hash(partition_hash(key))
         });
+        // Each group's buffers sized for its positions up front: growing them
+        // datum by datum showed in the batch profile (2 % in reallocation).
+        let mut per_shard = vec![0usize; if positions.len() > 1 { groups.len() } else { 0 }];
+        for &shard in &shards {
+            if let Some(n) = per_shard.get_mut(shard) {
+                *n += 1;
+            }
+        }
         for (p, shard) in positions.iter().zip(shards) {
+            let count = per_shard.get(shard).copied().unwrap_or(1);
             let group = groups[shard].get_or_insert_with(|| Group {
-                datums: Vec::with_capacity(128),
-                ends: Vec::new(),
+                datums: Vec::with_capacity(count * DATUM_BYTES_HINT),
+                ends: Vec::with_capacity(count),
                 first_key: p.courier_id.as_str().to_owned(),
             });
             let before = group.datums.len();
@@ -547,20 +561,32 @@ fn per_courier_run(positions: &[Position], index_of: impl Fn(&str) -> usize) -> 
 /// usually one courier's batch: its tracker shard then handles one
 /// position, not the whole batch, with the same outcome.
 fn latest_of_each_run(
-    positions: Vec<Position>,
+    mut positions: Vec<Position>,
     index_of: impl Fn(&str) -> usize,
 ) -> Vec<(usize, Position)> {
-    let mut out: Vec<(usize, Position)> = Vec::new();
-    for p in positions {
-        match out.last_mut() {
-            Some((_, kept)) if kept.courier_id == p.courier_id => {
-                if p.recorded_at > kept.recorded_at {
-                    *kept = p;
+    // Chosen by reference first; only the kept positions are moved out.
+    let mut keep: Vec<usize> = Vec::new();
+    for (i, p) in positions.iter().enumerate() {
+        match keep.last_mut() {
+            Some(k) if positions[*k].courier_id == p.courier_id => {
+                if p.recorded_at > positions[*k].recorded_at {
+                    *k = i;
                 }
             }
-            _ => out.push((index_of(p.courier_id.as_str()), p)),
+            _ => keep.push(i),
         }
     }
+    // From the last kept index down, `swap_remove` moves only elements
+    // behind every index still to take.
+    let mut out: Vec<(usize, Position)> = keep
+        .iter()
+        .rev()
+        .map(|&i| {
+            let p = positions.swap_remove(i);
+            (index_of(p.courier_id.as_str()), p)
+        })
+        .collect();
+    out.reverse();
     out
 }
 
