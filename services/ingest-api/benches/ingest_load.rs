@@ -14,7 +14,10 @@
 //!    latency counted from each request's scheduled time): p99 <= 25 ms.
 //!
 //! Each (server, scenario) pair gets a fresh server process, so peak RSS is
-//! per scenario. Settings (environment):
+//! per scenario, and so is the server's CPU time per position (user and
+//! system, `/proc/<pid>/stat`, over the measured window): the ratios above
+//! move with how the kernel shares the 2 cores with the load generator, the
+//! CPU per position much less. Settings (environment):
 //! - `BENCH_SECONDS` measured seconds per scenario (default 10), after 2 s of warm-up;
 //! - `BENCH_SINGLE_CONNECTIONS`, `BENCH_BATCH_CONNECTIONS`, `BENCH_BATCH_SIZE`;
 //! - `BENCH_LINGER_MS` the service's optional linger (default: the service default, 0);
@@ -84,6 +87,25 @@ impl Drop for Server {
         }
         let _ = self.child.wait();
     }
+}
+
+/// CPU seconds (user and system) that process `pid` has used so far (NaN
+/// when unknown). With the server's CPU per position beside its throughput,
+/// a comparison does not hang on how the shared cores were scheduled.
+fn cpu_seconds(pid: u32) -> f64 {
+    // SAFETY: sysconf(3) only reads a configuration value.
+    let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name (which may hold spaces): utime
+            // and stime are the 12th and 13th.
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let user: f64 = fields.get(11)?.parse().ok()?;
+            let system: f64 = fields.get(12)?.parse().ok()?;
+            Some((user + system) / ticks_per_sec)
+        })
+        .unwrap_or(f64::NAN)
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {
@@ -161,6 +183,8 @@ struct Outcome {
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
+    /// Positions accepted in the measured window.
+    positions: u64,
 }
 
 /// What one connection saw.
@@ -383,6 +407,7 @@ async fn load(base: &str, token: &str, scenario: Scenario, duration: Duration) -
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         errors,
+        positions: accepted * scenario.batch as u64,
     }
 }
 
@@ -400,6 +425,8 @@ async fn metric(base: &str, name: &str) -> f64 {
 
 struct Measured {
     outcome: Outcome,
+    /// The server's CPU microseconds per accepted position, measured window.
+    cpu_us_per_position: f64,
     rss_mib: f64,
     throttled: f64,
     records: f64,
@@ -422,17 +449,21 @@ fn measure(
     } else {
         start_service(data_dir, line, linger)
     };
-    let (outcome, throttled, records) = runtime.block_on(async {
+    let pid = server.child.id();
+    let (outcome, cpu, throttled, records) = runtime.block_on(async {
         wait_ready(&server.base).await;
         load(&server.base, token, scenario, warmup).await;
+        let before = cpu_seconds(pid);
         let outcome = load(&server.base, token, scenario, duration).await;
+        let cpu = cpu_seconds(pid) - before;
         let throttled = metric(&server.base, "ingest_sink_records_throttled_total").await;
         let records = metric(&server.base, "ingest_sink_records_written_total").await;
-        (outcome, throttled, records)
+        (outcome, cpu, throttled, records)
     });
     let rss_mib = peak_rss_mib(server.child.id());
     drop(server);
     let m = Measured {
+        cpu_us_per_position: cpu * 1e6 / outcome.positions.max(1) as f64,
         outcome,
         rss_mib,
         throttled: if target == "bare route" {
@@ -447,7 +478,7 @@ fn measure(
         },
     };
     println!(
-        "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {:.0} | {} |",
+        "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {:.0} | {:.2} | {} |",
         scenario.name,
         target,
         scenario.connections,
@@ -457,6 +488,7 @@ fn measure(
         m.outcome.p99_ms,
         m.outcome.errors,
         m.rss_mib,
+        m.cpu_us_per_position,
         if m.throttled.is_nan() {
             "-".to_owned()
         } else {
@@ -507,9 +539,9 @@ fn main() {
     );
     println!();
     println!(
-        "| scenario | server | conns | positions/s | requests/s | p50 ms | p99 ms | errors | peak RSS MiB | throttled entries |"
+        "| scenario | server | conns | positions/s | requests/s | p50 ms | p99 ms | errors | peak RSS MiB | server CPU µs/position | throttled entries |"
     );
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let one = Scenario {
         name: "single positions, one connection",
         connections: 1,
@@ -603,6 +635,32 @@ fn main() {
         p99 <= 25.0,
         p99 / 25.0,
     );
+    println!();
+    println!(
+        "Server CPU per position in the measured window (not a target; unlike the ratios above, it does not depend on how the 2 cores were shared with the load generator):"
+    );
+    println!();
+    println!("| scenario | bare route µs | ingest-api µs | ingest-api / bare route |");
+    println!("|---|---:|---:|---:|");
+    for (name, bare, ingest) in [
+        (
+            format!("{single_conns} connections, single positions"),
+            &many_bare,
+            &many_ingest,
+        ),
+        (
+            format!("{batch_conns} connections, batches of {batch_size}"),
+            &batch_bare,
+            &batch_ingest,
+        ),
+    ] {
+        println!(
+            "| {name} | {:.2} | {:.2} | {:.2} |",
+            bare.cpu_us_per_position,
+            ingest.cpu_us_per_position,
+            ingest.cpu_us_per_position / bare.cpu_us_per_position
+        );
+    }
     print_kinesis_cost(batch_dir.path());
     if std::env::var("BENCH_KINESIS").is_ok_and(|v| v == "1") {
         kinesis_scenario(&runtime, &line, &token, warmup, duration);
