@@ -20,15 +20,20 @@ The model, and where each number comes from:
   server-bound runs of docs/performance.md ("lean generator", 2 cores):
   26,775 single-position requests/s and 702,455 positions/s in batches of
   100. A task is sized to run at TARGET_UTILIZATION of that.
-- Kinesis: every ingest task batches per shard and flushes a record after
-  linger_ms (50 ms) or RECORD_MAX_POSITIONS; positions per record =
-  rate per (task, shard) x linger, which matches the measured records (4,750
-  positions per record at 702 K positions/s, 1,600 at 118 K). Record bytes =
+- Kinesis: every ingest task batches per shard by group commit (linger_ms
+  is 0 by default): one record per (task, shard) in flight, and what
+  arrives during that PutRecords round trip goes out as the next record.
+  Positions per record = rate per (task, shard) x PUT_ROUND_TRIP_S, at least
+  1 and at most RECORD_MAX_POSITIONS. Checked against the Kinesis benchmark
+  run (moto_server, 1 task, 4 shards): 2,684 positions/s in records of 8.3
+  positions, with a round trip of half its 23 ms p50 request latency (a
+  request waits for the write in flight, then for its own). Record bytes =
   RECORD_OVERHEAD + 30 B per position (30 MB per million positions,
   aggregated zstd). Shards: enough for 1 MB/s and 1,000 records/s each,
   with STREAM_HEADROOM.
-- compactor: 600 K rows/s per vCPU (1.2 M rows/s on 2 cores over multi-run
-  backlogs), peak RSS ~420 MiB at its defaults; one run an hour.
+- compactor: 750 K rows/s per vCPU (1.5 M rows/s on 2 cores over multi-run
+  backlogs), peak RSS ~235 MiB at its defaults, flat in the backlog; one run
+  an hour.
 - lake: 21.1 Parquet bytes per row.
 - position store (ElastiCache, the shared latest positions, geo index and
   live feed of ingest-api): STORE_BYTES_PER_COURIER per courier (a hash with
@@ -56,16 +61,21 @@ BATCH_POSITIONS_PER_S_2CPU = 702_455     # lean generator, batches of 100, inges
 BATCH_SIZE_MEASURED = 100
 STREAM_BYTES_PER_POSITION = 30.0         # 30 MB per million positions (aggregated zstd)
 RECORD_OVERHEAD_BYTES = 300              # Avro container header, sync marker, partition key
-COMPACTOR_ROWS_PER_S_PER_VCPU = 600_000  # 1.2 M rows/s on 2 cores (lower end of the runs)
-COMPACTOR_PEAK_RSS_MIB = 420
+COMPACTOR_ROWS_PER_S_PER_VCPU = 750_000  # 1.5 M rows/s on 2 cores (lower end of the runs)
 PARQUET_BYTES_PER_ROW = 21.1
 STORE_BYTES_PER_COURIER = 700            # estimate: hash + JSON + geo and last-seen members
 STORE_BASE_MIB = 100                     # engine, buffers, replication backlog
 LIVE_BYTES_PER_POSITION = 160            # one server-sent event frame
 
 # --- ingest-api defaults (services/ingest-api/src/config.rs) ------------------
-LINGER_S = 0.050
-RECORD_MAX_POSITIONS = 5000
+RECORD_MAX_POSITIONS = 5000  # linger_ms = 0: group commit only
+
+# --- assumed -------------------------------------------------------------------
+# One PutRecords call to Kinesis from a task in the same region; the running
+# service measures it (ingest_sink_put_duration_seconds). A shorter round
+# trip means smaller records, more records/s and PUT units: rerun the model
+# with the measured value.
+PUT_ROUND_TRIP_S = 0.020
 
 # --- policy --------------------------------------------------------------------
 TARGET_UTILIZATION = 0.5     # ingest tasks run at half their measured capacity
@@ -142,12 +152,15 @@ def cpu_seconds_per_request(positions_per_request: float) -> float:
     return a + b * positions_per_request
 
 
-def stream_load(positions_per_s: float, tasks: int, shards: int) -> tuple[float, float, float]:
+def stream_load(
+    positions_per_s: float, tasks: int, shards: int, round_trip_s: float = PUT_ROUND_TRIP_S
+) -> tuple[float, float, float]:
     """(positions per record, records/s, bytes/s): each task batches per shard
-    and flushes after linger_ms, so a record holds what one (task, shard)
-    batcher receives in 50 ms, at most RECORD_MAX_POSITIONS."""
+    by group commit, so a record holds what one (task, shard) batcher
+    receives during the write before it, one PutRecords round trip; at least
+    one position, at most RECORD_MAX_POSITIONS."""
     per_batcher = positions_per_s / (tasks * shards)
-    per_record = min(RECORD_MAX_POSITIONS, max(1.0, per_batcher * LINGER_S))
+    per_record = min(RECORD_MAX_POSITIONS, max(1.0, per_batcher * round_trip_s))
     records_per_s = positions_per_s / per_record
     bytes_per_s = records_per_s * RECORD_OVERHEAD_BYTES + positions_per_s * STREAM_BYTES_PER_POSITION
     return per_record, records_per_s, bytes_per_s
