@@ -144,7 +144,7 @@ impl Application {
                 tracker_shards: settings.tracker_shards,
                 tracker_ttl: Duration::from_secs(settings.tracker_ttl_secs),
                 tracker_max_couriers: settings.tracker_max_couriers,
-                actor_threads: 0,
+                actor_threads: settings.actor_threads,
                 stream_buffer: settings.stream_buffer,
             },
             metrics.clone(),

@@ -39,6 +39,9 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// HTTP worker threads (0: one per CPU).
     pub http_workers: usize,
+    /// Threads of the write pipeline's actors: batchers, writers, trackers
+    /// (0: half the CPUs, at least one).
+    pub actor_threads: usize,
     /// HTTP keep-alive: an idle client connection is closed after this many
     /// seconds (0: no keep-alive). Keep it above a load balancer's idle
     /// timeout (AWS ALB: 60 s), so the balancer, not the service, closes
@@ -157,6 +160,7 @@ impl Default for Settings {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             http_workers: 0,
+            actor_threads: 0,
             keep_alive_secs: 75,
             sink: SinkKind::Local,
             data_dir: PathBuf::from("data"),
@@ -226,7 +230,7 @@ impl Settings {
     /// Checks ranges and the Kinesis hard limits.
     pub fn validate(&self) -> Result<(), SettingsError> {
         let max_record = courier_stream::limits::MAX_RECORD_BYTES - 4096;
-        let checks: [(&'static str, bool, String); 14] = [
+        let checks: [(&'static str, bool, String); 15] = [
             (
                 "max_batch_positions",
                 self.max_batch_positions >= 1,
@@ -259,6 +263,11 @@ impl Settings {
                 "local_shards",
                 (1..=1024).contains(&self.local_shards),
                 "must be between 1 and 1024".into(),
+            ),
+            (
+                "actor_threads",
+                self.actor_threads <= 256,
+                "must be at most 256 (0: half the CPUs)".into(),
             ),
             (
                 "tracker_shards",
@@ -423,6 +432,11 @@ pub struct ServeArgs {
     #[arg(long, env = "INGEST_HTTP_WORKERS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_workers: Option<usize>,
+    /// Threads of the pipeline's actors (batchers, writers, trackers), 0 for
+    /// half the CPUs and at least one [default: 0].
+    #[arg(long, env = "INGEST_ACTOR_THREADS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor_threads: Option<usize>,
     /// Seconds an idle keep-alive connection stays open, 0 for none;
     /// keep it above the load balancer's idle timeout (ALB: 60) [default: 75].
     #[arg(long, env = "INGEST_KEEP_ALIVE_SECS")]
@@ -678,6 +692,16 @@ mod tests {
         };
         let err = args.settings().unwrap_err().to_string();
         assert!(err.contains("lingr_ms"), "{err}");
+    }
+
+    #[test]
+    fn actor_threads_beyond_256_are_refused() {
+        let args = ServeArgs {
+            actor_threads: Some(300),
+            ..ServeArgs::default()
+        };
+        let err = args.settings().unwrap_err().to_string();
+        assert!(err.contains("actor_threads"), "{err}");
     }
 
     #[test]
