@@ -465,6 +465,16 @@ impl Pipeline {
     pub fn observe(&self, positions: Vec<Position>) {
         self.live.publish(&positions);
         let n = self.trackers.len();
+        if let Some(kept) = one_courier_latest(&positions) {
+            // The usual request (one courier's positions): the request's own
+            // vector carries the one position kept, with no regrouping.
+            let mut positions = positions;
+            positions.swap(0, kept);
+            positions.truncate(1);
+            let i = tracker_index(positions[0].courier_id.as_str(), n);
+            self.trackers[i].do_send(Observe(positions));
+            return;
+        }
         let mut shards: Vec<Vec<Position>> = (0..n).map(|_| Vec::new()).collect();
         for (i, p) in latest_of_each_run(positions, |key| tracker_index(key, n)) {
             shards[i].push(p);
@@ -594,6 +604,22 @@ fn latest_of_each_run(
     out
 }
 
+/// When every position is one courier's: the index of the one a tracker
+/// would keep (the first with the greatest `recorded_at`).
+fn one_courier_latest(positions: &[Position]) -> Option<usize> {
+    let first = positions.first()?;
+    let mut kept = 0;
+    for (i, p) in positions.iter().enumerate().skip(1) {
+        if p.courier_id != first.courier_id {
+            return None;
+        }
+        if p.recorded_at > positions[kept].recorded_at {
+            kept = i;
+        }
+    }
+    Some(kept)
+}
+
 /// The tracker shard that keeps `courier_id`'s latest position (of `n`).
 fn tracker_index(courier_id: &str, n: usize) -> usize {
     (partition_hash(courier_id) % n.max(1) as u128) as usize
@@ -643,6 +669,34 @@ mod tests {
             .map(|(i, c, lat)| (i, if c == "a" { "a" } else { "b" }, lat))
             .collect();
         assert_eq!(kept, vec![(0, "a", 2.0), (1, "b", 5.0), (0, "a", 6.0)]);
+    }
+
+    #[test]
+    fn a_one_courier_request_keeps_the_same_position_as_the_general_rule() {
+        let base = chrono::Utc::now();
+        let at = |courier: &str, lat: f64, secs: i64| {
+            let mut p = position_at(courier, lat);
+            p.recorded_at = base - chrono::TimeDelta::seconds(secs);
+            p
+        };
+        let one = vec![
+            at("a", 1.0, 30),
+            at("a", 2.0, 10),
+            at("a", 3.0, 10),
+            at("a", 4.0, 20),
+        ];
+        let kept = one_courier_latest(&one).expect("one courier");
+        let general = latest_of_each_run(one.clone(), |_| 0);
+        assert_eq!(general.len(), 1);
+        assert_eq!(one[kept].lat.get(), general[0].1.lat.get());
+        assert_eq!(one_courier_latest(&one[..1]), Some(0));
+        assert_eq!(one_courier_latest(&[]), None);
+        let two = vec![at("a", 1.0, 0), at("b", 2.0, 0)];
+        assert_eq!(
+            one_courier_latest(&two),
+            None,
+            "two couriers take the general path"
+        );
     }
 
     /// One writer, one tracker, small budgets: records of at most
