@@ -646,14 +646,22 @@ mod tests {
         Position::try_new(&unchecked, now, &TimeRules::default()).expect("valid position")
     }
 
+    /// A position of `courier` at `lat` recorded `secs` before `base`.
+    fn recorded_before(
+        base: chrono::DateTime<chrono::Utc>,
+        courier: &str,
+        lat: f64,
+        secs: i64,
+    ) -> Position {
+        let mut p = position_at(courier, lat);
+        p.recorded_at = base - chrono::TimeDelta::seconds(secs);
+        p
+    }
+
     #[test]
     fn each_run_of_one_courier_reaches_the_tracker_as_the_position_it_would_keep() {
         let base = chrono::Utc::now();
-        let at = |courier: &str, lat: f64, secs: i64| {
-            let mut p = position_at(courier, lat);
-            p.recorded_at = base - chrono::TimeDelta::seconds(secs);
-            p
-        };
+        let at = |courier: &str, lat: f64, secs: i64| recorded_before(base, courier, lat, secs);
         let positions = vec![
             at("a", 1.0, 30),
             at("a", 2.0, 10), // the latest of the first run
@@ -674,11 +682,7 @@ mod tests {
     #[test]
     fn a_one_courier_request_keeps_the_same_position_as_the_general_rule() {
         let base = chrono::Utc::now();
-        let at = |courier: &str, lat: f64, secs: i64| {
-            let mut p = position_at(courier, lat);
-            p.recorded_at = base - chrono::TimeDelta::seconds(secs);
-            p
-        };
+        let at = |courier: &str, lat: f64, secs: i64| recorded_before(base, courier, lat, secs);
         let one = vec![
             at("a", 1.0, 30),
             at("a", 2.0, 10),
@@ -686,6 +690,7 @@ mod tests {
             at("a", 4.0, 20),
         ];
         let kept = one_courier_latest(&one).expect("one courier");
+        assert_eq!(kept, 1, "the first of the latest");
         let general = latest_of_each_run(one.clone(), |_| 0);
         assert_eq!(general.len(), 1);
         assert_eq!(one[kept].lat.get(), general[0].1.lat.get());
