@@ -465,7 +465,8 @@ impl Pipeline {
     pub fn observe(&self, positions: Vec<Position>) {
         self.live.publish(&positions);
         let n = self.trackers.len();
-        if let Some(kept) = one_courier_latest(&positions) {
+        let keep = kept_of_each_run(&positions);
+        if let &[kept] = keep.as_slice() {
             // The usual request (one courier's positions): the request's own
             // vector carries the one position kept, with no regrouping.
             let mut positions = positions;
@@ -476,7 +477,7 @@ impl Pipeline {
             return;
         }
         let mut shards: Vec<Vec<Position>> = (0..n).map(|_| Vec::new()).collect();
-        for (i, p) in latest_of_each_run(positions, |key| tracker_index(key, n)) {
+        for (i, p) in take_kept(positions, &keep, |key| tracker_index(key, n)) {
             shards[i].push(p);
         }
         for (tracker, batch) in self.trackers.iter().zip(shards) {
@@ -569,16 +570,12 @@ fn per_courier_run(positions: &[Position], index_of: impl Fn(&str) -> usize) -> 
         .collect()
 }
 
-/// Each run of one courier's consecutive positions reduced to the one a
-/// tracker would keep of them (the first with the greatest `recorded_at`:
-/// the tracker's own rule), with `index_of` its courier. A request is
-/// usually one courier's batch: its tracker shard then handles one
-/// position, not the whole batch, with the same outcome.
-fn latest_of_each_run(
-    mut positions: Vec<Position>,
-    index_of: impl Fn(&str) -> usize,
-) -> Vec<(usize, Position)> {
-    // Chosen by reference first; only the kept positions are moved out.
+/// The index of the position a tracker would keep (the first with the
+/// greatest `recorded_at`: the tracker's own rule) in each run of one
+/// courier's consecutive positions. A request is usually one courier's
+/// batch: its tracker shard then handles one position, not the whole batch,
+/// with the same outcome.
+fn kept_of_each_run(positions: &[Position]) -> Vec<usize> {
     let mut keep: Vec<usize> = Vec::new();
     for (i, p) in positions.iter().enumerate() {
         match keep.last_mut() {
@@ -590,6 +587,16 @@ fn latest_of_each_run(
             _ => keep.push(i),
         }
     }
+    keep
+}
+
+/// Moves the positions at `keep` (ascending indices) out of `positions`,
+/// each with `index_of` its courier.
+fn take_kept(
+    mut positions: Vec<Position>,
+    keep: &[usize],
+    index_of: impl Fn(&str) -> usize,
+) -> Vec<(usize, Position)> {
     // From the last kept index down, `swap_remove` moves only elements
     // behind every index still to take.
     let mut out: Vec<(usize, Position)> = keep
@@ -602,22 +609,6 @@ fn latest_of_each_run(
         .collect();
     out.reverse();
     out
-}
-
-/// When every position is one courier's: the index of the one a tracker
-/// would keep (the first with the greatest `recorded_at`).
-fn one_courier_latest(positions: &[Position]) -> Option<usize> {
-    let first = positions.first()?;
-    let mut kept = 0;
-    for (i, p) in positions.iter().enumerate().skip(1) {
-        if p.courier_id != first.courier_id {
-            return None;
-        }
-        if p.recorded_at > positions[kept].recorded_at {
-            kept = i;
-        }
-    }
-    Some(kept)
 }
 
 /// The tracker shard that keeps `courier_id`'s latest position (of `n`).
@@ -671,7 +662,8 @@ mod tests {
             at("a", 6.0, 50), // a new run of "a": a position of its own
         ];
         let index = |key: &str| usize::from(key == "b");
-        let kept: Vec<(usize, &str, f64)> = latest_of_each_run(positions, index)
+        let keep = kept_of_each_run(&positions);
+        let kept: Vec<(usize, &str, f64)> = take_kept(positions, &keep, index)
             .iter()
             .map(|(i, p)| (*i, p.courier_id.as_str().to_owned(), p.lat.get()))
             .map(|(i, c, lat)| (i, if c == "a" { "a" } else { "b" }, lat))
@@ -680,7 +672,7 @@ mod tests {
     }
 
     #[test]
-    fn a_one_courier_request_keeps_the_same_position_as_the_general_rule() {
+    fn a_one_courier_request_is_one_run_with_the_position_the_general_rule_keeps() {
         let base = chrono::Utc::now();
         let at = |courier: &str, lat: f64, secs: i64| recorded_before(base, courier, lat, secs);
         let one = vec![
@@ -689,17 +681,17 @@ mod tests {
             at("a", 3.0, 10),
             at("a", 4.0, 20),
         ];
-        let kept = one_courier_latest(&one).expect("one courier");
-        assert_eq!(kept, 1, "the first of the latest");
-        let general = latest_of_each_run(one.clone(), |_| 0);
+        let keep = kept_of_each_run(&one);
+        assert_eq!(keep, vec![1], "one run; the first of the latest");
+        let general = take_kept(one.clone(), &keep, |_| 0);
         assert_eq!(general.len(), 1);
-        assert_eq!(one[kept].lat.get(), general[0].1.lat.get());
-        assert_eq!(one_courier_latest(&one[..1]), Some(0));
-        assert_eq!(one_courier_latest(&[]), None);
+        assert_eq!(one[keep[0]].lat.get(), general[0].1.lat.get());
+        assert_eq!(kept_of_each_run(&one[..1]), vec![0]);
+        assert!(kept_of_each_run(&[]).is_empty());
         let two = vec![at("a", 1.0, 0), at("b", 2.0, 0)];
         assert_eq!(
-            one_courier_latest(&two),
-            None,
+            kept_of_each_run(&two),
+            vec![0, 1],
             "two couriers take the general path"
         );
     }
