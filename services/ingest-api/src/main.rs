@@ -5,7 +5,7 @@ use ingest_api::{Application, telemetry};
 /// mimalloc instead of glibc's malloc: a request's buffers are allocated on an
 /// HTTP worker and freed on an actor thread (and the other way round), and
 /// glibc served those frees under contended arena locks. At 1,024 connections
-/// the service used 13 % less CPU per request with mimalloc
+/// the service used about 12 % less CPU per request with mimalloc
 /// (docs/performance.md, stop 24).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
