@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use uuid::Uuid;
 
 /// A rule a field broke: the field's name and a sentence saying the rule.
@@ -282,11 +282,9 @@ fn recorded_at_ok(
 ) -> Result<DateTime<Utc>, FieldError> {
     let future = TimeDelta::from_std(rules.max_future).unwrap_or(TimeDelta::MAX);
     let age = TimeDelta::from_std(rules.max_age).unwrap_or(TimeDelta::MAX);
-    // A bound beyond the representable range is no bound.
-    if received_at
-        .checked_add_signed(future)
-        .is_some_and(|latest| recorded_at > latest)
-    {
+    // Differences, not bounds: a bound beyond the representable range is no
+    // bound, and no difference of two instants overflows a `TimeDelta`.
+    if recorded_at.signed_duration_since(received_at) > future {
         return Err(FieldError::new(
             "recorded_at",
             format!(
@@ -295,16 +293,24 @@ fn recorded_at_ok(
             ),
         ));
     }
-    if received_at
-        .checked_sub_signed(age)
-        .is_some_and(|oldest| recorded_at < oldest)
-    {
+    if received_at.signed_duration_since(recorded_at) > age {
         return Err(FieldError::new(
             "recorded_at",
             format!("must not be older than {}s", rules.max_age.as_secs()),
         ));
     }
-    Ok(recorded_at.trunc_subsecs(6))
+    Ok(to_micros(recorded_at))
+}
+
+/// `t` truncated to whole microseconds, the precision a position keeps.
+/// (chrono's `trunc_subsecs`, and `with_nanosecond` on a `DateTime`, go
+/// through time zone arithmetic; on the naive UTC time only the nanosecond
+/// field changes. Every position pays it twice.)
+fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    let naive = t.naive_utc();
+    naive
+        .with_nanosecond(naive.nanosecond() / 1000 * 1000)
+        .map_or(t, |n| n.and_utc())
 }
 
 impl Position {
@@ -342,7 +348,7 @@ impl Position {
                 None
             }
         };
-        let received_at = received_at.trunc_subsecs(6);
+        let received_at = to_micros(received_at);
         let recorded_at = match input.recorded_at {
             Some(ts) => recorded_at_ok(ts, received_at, rules)
                 .map_err(|e| errors.push(e))
@@ -529,7 +535,11 @@ mod tests {
             recorded_at: Some(ts),
             ..valid()
         };
-        let p = Position::try_new(&input, now(), &TimeRules::default()).expect("valid");
-        assert_eq!(p.recorded_at.timestamp_subsec_nanos() % 1000, 0);
+        let received = now() + TimeDelta::nanoseconds(999_999);
+        let p = Position::try_new(&input, received, &TimeRules::default()).expect("valid");
+        // Truncated, never rounded: .765432109 keeps .765432.
+        assert_eq!(p.recorded_at, ts - TimeDelta::nanoseconds(109));
+        assert_eq!(p.recorded_at.timestamp_subsec_nanos(), 765_432_000);
+        assert_eq!(p.received_at, now() + TimeDelta::nanoseconds(999_000));
     }
 }
