@@ -48,10 +48,14 @@ fn check_id(field: &'static str, value: &str) -> Result<(), FieldError> {
             ),
         ));
     }
-    if let Some(bad) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-    {
+    // Bytes first (every position has a courier id): a non-ASCII character
+    // has no byte in the alphabet, so all allowed bytes mean all allowed
+    // characters; only a refused id is read as characters, for the message.
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    if value.bytes().all(allowed) {
+        return Ok(());
+    }
+    if let Some(bad) = value.chars().find(|c| !(c.is_ascii() && allowed(*c as u8))) {
         return Err(FieldError::new(
             field,
             format!("may contain only A-Z, a-z, 0-9, '_' and '-' (found {bad:?})"),
