@@ -9,13 +9,14 @@ CARGO ?= cargo
 TOOLS := .tools
 TEST_VENV := $(TOOLS)/test-venv
 
-.PHONY: help web-assets demo airflow-ui test tools build lint fmt test-rust test-demo test-browser test-airflow test-infra test-infra-moto test-fuzz fuzz bench-ingest bench-compactor clean
+.PHONY: help web-assets demo airflow-ui test tools build lint fmt test-rust test-demo test-browser test-airflow test-infra test-infra-moto test-fuzz fuzz bench-ingest bench-ingest-instructions bench-compactor clean
 
 help:
 	@echo "make demo          run the ingestion path end to end on the embedded local stream, then the hourly Airflow DAG into PostgreSQL"
 	@echo "make airflow-ui    Airflow's web UI on the demo's local setup (after make demo)"
 	@echo "make test          lint, then every test (Rust, Kinesis via moto_server, Terraform checks and apply against moto_server)"
 	@echo "make bench-ingest  ingestion benchmark (release build; numbers go in docs/performance.md)"
+	@echo "make bench-ingest-instructions  instructions per position of the ingest path under callgrind (exact where timing is noisy)"
 	@echo "make bench-compactor  compactor benchmark (release build)"
 	@echo "make tools         install the Python test tools into $(TOOLS)/"
 	@echo "make fmt           format the Rust code"
@@ -103,6 +104,14 @@ test: lint test-rust test-demo test-browser test-airflow test-infra test-infra-m
 
 bench-ingest:
 	$(CARGO) bench --locked -p ingest-api --bench ingest_load
+
+# Instruction counts (valgrind's callgrind) repeat within half a percent for
+# the same binary and requests, so they show changes of a few percent that
+# the timed benchmark's run-to-run noise hides.
+bench-ingest-instructions:
+	@command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
+	$(CARGO) build --release --locked -p ingest-api --bin ingest-api
+	python3 scripts/ingest-instructions.py target/release/ingest-api
 
 bench-compactor:
 	$(CARGO) bench --locked -p compactor --bench compactor_load
