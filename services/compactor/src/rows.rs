@@ -114,7 +114,7 @@ impl Rows {
 
 /// The `event_date` partition of a position: days since the epoch (UTC) of
 /// its `recorded_at`.
-pub(crate) fn event_day(position: &Position) -> i32 {
+fn event_day(position: &Position) -> i32 {
     i32::try_from(position.recorded_at.timestamp().div_euclid(86_400)).unwrap_or(i32::MAX)
 }
 
@@ -130,8 +130,6 @@ struct DayRows {
     schema: SchemaRef,
     /// Open partitions (days since the epoch), usually one.
     days: Vec<(i32, Rows)>,
-    /// Rows across the open partitions.
-    len: usize,
 }
 
 impl DayRows {
@@ -147,7 +145,6 @@ impl DayRows {
             // As delta-rs derives its files' schema: without metadata.
             schema: Arc::new(Schema::new(columns)),
             days: Vec::new(),
-            len: 0,
         }
     }
 
@@ -162,14 +159,17 @@ impl DayRows {
             }
         };
         rows.push(position);
-        self.len += 1;
+    }
+
+    /// Rows across the open partitions.
+    fn len(&self) -> usize {
+        self.days.iter().map(|(_, rows)| rows.len).sum()
     }
 
     /// The batch of every partition that has rows (`event_date` days,
     /// batch); the partitions that had none since the last call are closed.
     fn finish(&mut self) -> Result<Vec<(i32, RecordBatch)>, CompactorError> {
         self.days.retain(|(_, rows)| rows.len > 0);
-        self.len = 0;
         self.days
             .iter_mut()
             .map(|(day, rows)| Ok((*day, rows.finish()?)))
@@ -361,7 +361,8 @@ async fn write_positions(
                 .fetch_add(duplicates, Ordering::Relaxed);
             task.written.existing.fetch_add(existing, Ordering::Relaxed);
         }
-        if task.rows.len == 0 || (task.rows.len < BATCH_ROWS && !last) {
+        let pending = task.rows.len();
+        if pending == 0 || (pending < BATCH_ROWS && !last) {
             if last {
                 break;
             }
