@@ -18,7 +18,14 @@
 //! ```
 //!
 //! A put appends all of its frames and calls `fdatasync` once (group commit)
-//! before it reports success. A crash can leave a torn frame at the end of the
+//! before it reports success. The active segment grows in zero-filled steps
+//! ([`PREALLOCATE_BYTES`], as PostgreSQL fills a WAL segment): most puts then
+//! overwrite space the file already has, and `fdatasync` has no new file size
+//! to journal, which halves its cost on ext4. The zeros after the last record
+//! read as a frame that is not a record, exactly like a torn tail; a segment
+//! is cut to its records when it is rolled and when the writer closes.
+//!
+//! A crash can leave a torn frame, or the zero-filled space, at the end of the
 //! last segment: readers stop before it, and the writer truncates it when it
 //! opens the stream. A damaged frame with a complete frame after it is not a
 //! torn tail but corruption: the writer refuses to open the shard and a
@@ -32,7 +39,7 @@
 //! sequence numbers and fails with [`StreamError::Lost`] unless told to go on.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,6 +72,11 @@ const PAYLOAD_FIXED: usize = 18;
 const SEGMENT_SUFFIX: &str = ".seg";
 /// Largest payload a frame may declare; anything larger is damage.
 const MAX_PAYLOAD: u32 = 16 * 1024 * 1024;
+/// The active segment's file grows by zero-filled steps of this size (never
+/// past the segment size), so an append rarely changes the file's length.
+pub const PREALLOCATE_BYTES: u64 = 1024 * 1024;
+/// Zeros to write from (a static buffer: no allocation per step).
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 
 #[derive(Debug, Serialize, Deserialize)]
 struct StreamMeta {
@@ -220,25 +232,31 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-/// The offset of the first complete, intact frame that starts after
-/// `from` in `file` (scanning byte by byte for the magic), if any: a damaged
-/// frame with such a frame after it is corruption, not a torn tail.
-fn complete_frame_after(file: &mut File, from: u64) -> std::io::Result<Option<u64>> {
+/// The bytes of `file` from `from` to its end.
+fn read_tail(file: &mut File, from: u64) -> std::io::Result<Vec<u8>> {
     let mut rest = Vec::new();
     file.seek(SeekFrom::Start(from))?;
     file.read_to_end(&mut rest)?;
+    Ok(rest)
+}
+
+/// The offset in `tail` (bytes that start with a damaged frame) of the first
+/// complete, intact frame after its start (scanning byte by byte for the
+/// magic), if any: a damaged frame with such a frame after it is corruption,
+/// not a torn tail.
+fn complete_frame_in(tail: &[u8]) -> Option<u64> {
     let mut at = 1;
-    while let Some(found) = rest
+    while let Some(found) = tail
         .get(at..)
-        .and_then(|tail| tail.windows(MAGIC.len()).position(|w| w == MAGIC))
+        .and_then(|rest| rest.windows(MAGIC.len()).position(|w| w == MAGIC))
     {
         let start = at + found;
-        if let Ok(Frame::Record(..)) = read_frame(&mut &rest[start..]) {
-            return Ok(Some(from + start as u64));
+        if let Ok(Frame::Record(..)) = read_frame(&mut &tail[start..]) {
+            return Some(start as u64);
         }
         at = start + 1;
     }
-    Ok(None)
+    None
 }
 
 fn encode_frame(out: &mut Vec<u8>, seq: u64, arrival_ms: i64, key: &str, data: &[u8]) {
@@ -268,8 +286,33 @@ struct ShardWriter {
     dir: PathBuf,
     /// `None` after a failed write: the next use re-opens and recovers.
     file: Option<File>,
+    /// Bytes of complete records in the active segment.
     segment_len: u64,
+    /// The active segment file's length: `segment_len` and the zero-filled
+    /// space after it.
+    allocated: u64,
     next_seq: u64,
+}
+
+/// Writes zeros over `from..to` of `file`.
+fn fill_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// The file length to grow the active segment to so that it holds `end`
+/// bytes: the next multiple of [`PREALLOCATE_BYTES`], but not past the
+/// segment size (a segment is rolled there), and at least `end`.
+fn preallocation_target(end: u64, segment_bytes: u64) -> u64 {
+    end.next_multiple_of(PREALLOCATE_BYTES)
+        .min(segment_bytes)
+        .max(end)
 }
 
 impl ShardWriter {
@@ -278,14 +321,16 @@ impl ShardWriter {
             dir,
             file: None,
             segment_len: 0,
+            allocated: 0,
             next_seq: 1,
         };
         shard.recover()?;
         Ok(shard)
     }
 
-    /// Opens the last segment, truncating a torn tail, and learns the next
-    /// sequence number.
+    /// Opens the last segment, truncating a torn tail (or the zero-filled
+    /// space of a writer that did not close), and learns the next sequence
+    /// number.
     fn recover(&mut self) -> Result<(), StreamError> {
         self.file = None;
         fs::create_dir_all(&self.dir)
@@ -321,19 +366,28 @@ impl ShardWriter {
                 Frame::End => break,
                 Frame::Torn => {
                     drop(reader);
-                    if let Some(at) = complete_frame_after(&mut file, valid_len)
-                        .map_err(|e| StreamError::io(format!("read {}", path.display()), e))?
-                    {
+                    let tail = read_tail(&mut file, valid_len)
+                        .map_err(|e| StreamError::io(format!("read {}", path.display()), e))?;
+                    if let Some(at) = complete_frame_in(&tail) {
                         return Err(StreamError::Corrupt(format!(
-                            "{}: damaged record at offset {valid_len} with complete records after it (at offset {at}): not a torn tail; move the segment aside and restart to go on without it",
-                            path.display()
+                            "{}: damaged record at offset {valid_len} with complete records after it (at offset {}): not a torn tail; move the segment aside and restart to go on without it",
+                            path.display(),
+                            valid_len + at
                         )));
                     }
-                    tracing::warn!(
-                        segment = %path.display(),
-                        valid_len,
-                        "truncating a torn record at the end of the local stream (an earlier crash)"
-                    );
+                    if tail.iter().all(|&b| b == 0) {
+                        tracing::info!(
+                            segment = %path.display(),
+                            valid_len,
+                            "cutting the zero-filled space after the last record (the writer did not close cleanly)"
+                        );
+                    } else {
+                        tracing::warn!(
+                            segment = %path.display(),
+                            valid_len,
+                            "truncating a torn record at the end of the local stream (an earlier crash)"
+                        );
+                    }
                     break;
                 }
             }
@@ -344,6 +398,7 @@ impl ShardWriter {
             .map_err(|e| StreamError::io(format!("truncate {}", path.display()), e))?;
         self.file = Some(file);
         self.segment_len = valid_len;
+        self.allocated = valid_len;
         self.next_seq = next_seq;
         Ok(())
     }
@@ -352,13 +407,15 @@ impl ShardWriter {
         let path = segment_path(&self.dir, first_seq);
         let file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .truncate(false)
+            .write(true)
             .read(true)
             .open(&path)
             .map_err(|e| StreamError::io(format!("create {}", path.display()), e))?;
         sync_dir(&self.dir)?;
         self.file = Some(file);
         self.segment_len = 0;
+        self.allocated = 0;
         self.next_seq = first_seq;
         Ok(())
     }
@@ -367,9 +424,17 @@ impl ShardWriter {
     /// `cap` bytes; returns how many were deleted. Never the active segment.
     fn enforce_cap(&self, cap: u64) -> Result<u64, StreamError> {
         let segments = list_segments(&self.dir)?;
+        // The active segment counts by its records, not its zero-filled space.
         let sizes: Vec<u64> = segments
             .iter()
-            .map(|(_, path)| fs::metadata(path).map(|m| m.len()).unwrap_or(0))
+            .enumerate()
+            .map(|(i, (_, path))| {
+                if i + 1 == segments.len() {
+                    self.segment_len
+                } else {
+                    fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+                }
+            })
             .collect();
         let mut total: u64 = sizes.iter().sum();
         let mut dropped = 0;
@@ -408,8 +473,11 @@ impl ShardWriter {
         }
         if self.segment_len >= options.segment_bytes {
             if let Some(file) = self.file.take() {
-                file.sync_all()
-                    .map_err(|e| StreamError::io("fsync a full segment", e))?;
+                // Cut the zero-filled space before the next segment exists:
+                // a reader takes a segment with a successor as complete.
+                file.set_len(self.segment_len)
+                    .and_then(|_| file.sync_all())
+                    .map_err(|e| StreamError::io("close a full segment", e))?;
             }
             self.start_segment(self.next_seq)?;
             if let Some(cap) = shard_cap {
@@ -427,8 +495,21 @@ impl ShardWriter {
         for (i, (key, data)) in records.iter().enumerate() {
             encode_frame(&mut buf, first + i as u64, arrival, key, data);
         }
-        let result = match self.file.as_mut() {
-            Some(file) => file.write_all(&buf).and_then(|_| file.sync_data()),
+        let end = self.segment_len + buf.len() as u64;
+        let target = preallocation_target(end, options.segment_bytes);
+        let result = match self.file.as_ref() {
+            Some(file) => {
+                use std::os::unix::fs::FileExt;
+                file.write_all_at(&buf, self.segment_len)
+                    .and_then(|_| {
+                        if end > self.allocated {
+                            fill_zeros(file, end, target)
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .and_then(|_| file.sync_data())
+            }
             None => Err(std::io::Error::other("segment not open")),
         };
         if let Err(e) = result {
@@ -440,9 +521,27 @@ impl ShardWriter {
                 e,
             ));
         }
-        self.segment_len += buf.len() as u64;
+        self.allocated = self.allocated.max(target);
+        self.segment_len = end;
         self.next_seq += records.len() as u64;
         Ok((first..self.next_seq).collect())
+    }
+}
+
+impl Drop for ShardWriter {
+    /// A clean close leaves the active segment holding only its records. Best
+    /// effort: if this fails, the next writer cuts the zeros when it opens.
+    fn drop(&mut self) {
+        if let Some(file) = self.file.as_ref()
+            && self.allocated > self.segment_len
+            && let Err(e) = file.set_len(self.segment_len).and_then(|_| file.sync_all())
+        {
+            tracing::warn!(
+                shard = %self.dir.display(),
+                error = %e,
+                "could not cut the zero-filled space after the last record; the next writer will"
+            );
+        }
     }
 }
 
@@ -948,12 +1047,35 @@ impl ShardCursor {
                     out.push(record);
                 }
                 Frame::End | Frame::Torn => {
-                    let torn = matches!(frame, Frame::Torn);
+                    // Rewind to the last complete record: what the buffer
+                    // holds after it may be a record still being written, or
+                    // the active segment's zero-filled space.
+                    let offset = segment.offset;
+                    segment
+                        .reader
+                        .seek(SeekFrom::Start(offset))
+                        .map_err(|e| StreamError::io("seek in a segment", e))?;
                     // Is there a newer segment? Then this one is complete.
                     let segments = list_segments(&self.dir)?;
                     let newer = segments.iter().any(|(first, _)| *first > segment.first_seq);
-                    if newer {
-                        if torn {
+                    if !newer {
+                        // End of the active segment: a later call sees
+                        // records appended meanwhile.
+                        break;
+                    }
+                    // Read its end once more: the writer may have appended
+                    // (and rolled) after the read above.
+                    match read_frame(&mut segment.reader)
+                        .map_err(|e| StreamError::io(format!("read {}", self.dir.display()), e))?
+                    {
+                        Frame::Record(..) => {
+                            segment
+                                .reader
+                                .seek(SeekFrom::Start(offset))
+                                .map_err(|e| StreamError::io("seek in a segment", e))?;
+                            continue;
+                        }
+                        Frame::Torn => {
                             return Err(StreamError::Corrupt(format!(
                                 "{}: damaged record inside segment {} at offset {}",
                                 self.dir.display(),
@@ -961,22 +1083,15 @@ impl ShardCursor {
                                 segment.offset
                             )));
                         }
-                        // On to the next segment by name. Not by the next
-                        // sequence wanted: after a hole in the sequence (a
-                        // segment moved aside or emptied) that is still this
-                        // segment, and reopening it looped forever.
-                        let finished = segment.first_seq;
-                        self.open_segment_after(finished, &segments)?;
-                        continue;
+                        Frame::End => {}
                     }
-                    // End of the active segment: rewind to the last complete
-                    // record so a later call sees records appended meanwhile.
-                    let offset = segment.offset;
-                    segment
-                        .reader
-                        .seek(SeekFrom::Start(offset))
-                        .map_err(|e| StreamError::io("seek in a segment", e))?;
-                    break;
+                    // On to the next segment by name. Not by the next
+                    // sequence wanted: after a hole in the sequence (a
+                    // segment moved aside or emptied) that is still this
+                    // segment, and reopening it looped forever.
+                    let finished = segment.first_seq;
+                    self.open_segment_after(finished, &segments)?;
+                    continue;
                 }
             }
         }
@@ -986,6 +1101,8 @@ impl ShardCursor {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     fn options(shards: usize) -> LocalOptions {
@@ -1357,6 +1474,128 @@ mod tests {
             .expect("put");
         assert!(
             matches!(&out[0], PutOutcome::Written { sequence_number, .. } if sequence_number == "2")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_active_segment_grows_in_zero_filled_steps_and_closes_to_its_records() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let shard = "shardId-000000000000";
+        let big = LocalOptions {
+            segment_bytes: 4 * PREALLOCATE_BYTES,
+            ..options(1)
+        };
+        let stream = LocalStream::open(dir.path(), "s", big).expect("open");
+        stream
+            .put_records(vec![record("k", "one")])
+            .await
+            .expect("put");
+        let segment = list_segments(&dir.path().join("s").join(shard)).expect("ls")[0]
+            .1
+            .clone();
+        let bytes = fs::read(&segment).expect("read");
+        assert_eq!(bytes.len() as u64, PREALLOCATE_BYTES);
+        let mut one = Vec::new();
+        encode_frame(&mut one, 1, 0, "k", b"one");
+        assert!(
+            bytes[one.len()..].iter().all(|&b| b == 0),
+            "zeros after the record"
+        );
+
+        // A reader stops at the zeros and later reads what was written over them.
+        let reader = LocalStreamReader::open(dir.path(), "s").expect("reader");
+        let mut cursor = reader.cursor(shard, None).expect("cursor");
+        assert_eq!(cursor.next_batch(10).expect("read").len(), 1);
+        assert!(cursor.next_batch(10).expect("read").is_empty());
+        stream
+            .put_records(vec![record("k", "two")])
+            .await
+            .expect("put");
+        let batch = cursor.next_batch(10).expect("read");
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].data, Bytes::from("two"));
+        assert_eq!(reader.latest_sequence(shard).expect("latest"), Some(2));
+        // Appends overwrite the zeros; the file grows only in steps.
+        assert_eq!(
+            fs::metadata(&segment).expect("stat").len(),
+            PREALLOCATE_BYTES
+        );
+        let large = "x".repeat(PREALLOCATE_BYTES as usize);
+        stream
+            .put_records(vec![record("k", &large)])
+            .await
+            .expect("put");
+        assert_eq!(
+            fs::metadata(&segment).expect("stat").len(),
+            2 * PREALLOCATE_BYTES
+        );
+
+        // Closing cuts the zeros: the segment holds exactly its records.
+        drop(stream);
+        let records = read_all(&reader, shard);
+        assert_eq!(records.len(), 3);
+        let mut exact = Vec::new();
+        for r in &records {
+            encode_frame(&mut exact, r.sequence_number, r.arrival_ms, "k", &r.data);
+        }
+        assert_eq!(fs::read(&segment).expect("read"), exact);
+    }
+
+    #[tokio::test]
+    async fn a_full_segment_is_cut_to_its_records_before_the_next_one_starts() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let shard = "shardId-000000000000";
+        let stream = LocalStream::open(dir.path(), "s", options(1)).expect("open");
+        for i in 0..30 {
+            stream
+                .put_records(vec![record("k", &format!("{i:0100}"))])
+                .await
+                .expect("put");
+        }
+        let segments = list_segments(&dir.path().join("s").join(shard)).expect("ls");
+        assert!(segments.len() > 2, "{} segments", segments.len());
+        let reader = LocalStreamReader::open(dir.path(), "s").expect("reader");
+        // Every closed segment ends with its last record: no zeros in it.
+        for (_, path) in &segments[..segments.len() - 1] {
+            let bytes = fs::read(path).expect("read");
+            let mut at = 0;
+            while at < bytes.len() {
+                match read_frame(&mut &bytes[at..]).expect("frame") {
+                    Frame::Record(_, len) => at += len as usize,
+                    _ => panic!("{}: not a record at offset {at}", path.display()),
+                }
+            }
+        }
+        assert_eq!(read_all(&reader, shard).len(), 30);
+    }
+
+    #[tokio::test]
+    async fn zeros_then_a_complete_record_is_corruption_not_a_torn_tail() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let shard = "shardId-000000000000";
+        {
+            let stream = LocalStream::open(dir.path(), "s", options(1)).expect("open");
+            stream
+                .put_records(vec![record("k", "one")])
+                .await
+                .expect("put");
+        }
+        let segment = list_segments(&dir.path().join("s").join(shard)).expect("ls")[0]
+            .1
+            .clone();
+        // Zeroed space in the middle, with a record after it.
+        let mut file = OpenOptions::new()
+            .append(true)
+            .open(&segment)
+            .expect("open");
+        let mut later = vec![0u8; 64];
+        encode_frame(&mut later, 3, 0, "k", b"three");
+        file.write_all(&later).expect("write");
+        drop(file);
+        let err = LocalStream::open(dir.path(), "s", options(1)).expect_err("corrupt");
+        assert!(
+            matches!(&err, StreamError::Corrupt(why) if why.contains("not a torn tail")),
+            "{err}"
         );
     }
 
