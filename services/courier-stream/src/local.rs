@@ -1121,6 +1121,19 @@ mod tests {
         }
     }
 
+    /// A one-shard stream holding the record "one", closed; its segment.
+    async fn one_record_closed(dir: &Path) -> PathBuf {
+        let stream = LocalStream::open(dir, "s", options(1)).expect("open");
+        stream
+            .put_records(vec![record("k", "one")])
+            .await
+            .expect("put");
+        drop(stream);
+        list_segments(&dir.join("s").join("shardId-000000000000")).expect("ls")[0]
+            .1
+            .clone()
+    }
+
     fn read_all(reader: &LocalStreamReader, shard: &str) -> Vec<LocalRecord> {
         let mut cursor = reader.cursor(shard, None).expect("cursor");
         let mut all = Vec::new();
@@ -1447,17 +1460,7 @@ mod tests {
     #[tokio::test]
     async fn a_zero_filled_tail_is_torn_and_truncated() {
         let dir = tempfile::tempdir().expect("tmp");
-        let shard = "shardId-000000000000";
-        {
-            let stream = LocalStream::open(dir.path(), "s", options(1)).expect("open");
-            stream
-                .put_records(vec![record("k", "one")])
-                .await
-                .expect("put");
-        }
-        let segment = list_segments(&dir.path().join("s").join(shard)).expect("ls")[0]
-            .1
-            .clone();
+        let segment = one_record_closed(dir.path()).await;
         let len = fs::metadata(&segment).expect("stat").len();
         // A crash after the file grew but before the data reached it.
         let mut file = OpenOptions::new()
@@ -1572,17 +1575,7 @@ mod tests {
     #[tokio::test]
     async fn zeros_then_a_complete_record_is_corruption_not_a_torn_tail() {
         let dir = tempfile::tempdir().expect("tmp");
-        let shard = "shardId-000000000000";
-        {
-            let stream = LocalStream::open(dir.path(), "s", options(1)).expect("open");
-            stream
-                .put_records(vec![record("k", "one")])
-                .await
-                .expect("put");
-        }
-        let segment = list_segments(&dir.path().join("s").join(shard)).expect("ls")[0]
-            .1
-            .clone();
+        let segment = one_record_closed(dir.path()).await;
         // Zeroed space in the middle, with a record after it.
         let mut file = OpenOptions::new()
             .append(true)
