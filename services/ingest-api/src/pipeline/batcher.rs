@@ -1,27 +1,40 @@
-//! Batcher actors aggregate encoded positions of one shard into stream
-//! records. The HTTP workers already parsed, validated and Avro-encoded the
-//! positions (that work runs on every core); a batcher only concatenates
-//! bytes, counts, and compresses a record when it flushes.
+//! Batchers aggregate encoded positions of one shard into stream records.
+//! The HTTP workers already parsed, validated and Avro-encoded the
+//! positions (that work runs on every core); they append a request's bytes
+//! for a shard straight into the shard's batcher under a short lock. A
+//! batcher only concatenates bytes, counts, and compresses a record when it
+//! flushes.
 //!
 //! Flushing is a group commit per shard: when no write of the shard is in
-//! flight, what the batcher holds goes out at once; while one is, appends
-//! accumulate and go out as soon as it returns. A record is also closed at
-//! its size or count limit. Two optional brakes: `linger` (hold a record
-//! that long after its first position, for larger records at a cost in
-//! latency; off by default) and per-shard pacing within the Kinesis shard
-//! limits (a hot shard is slowed before the stream throttles it).
+//! flight, what the batcher holds goes out at once (the appending worker
+//! sends the batcher's actor one message to flush); while one is, appends
+//! only accumulate, with no message and no thread woken, and go out as soon
+//! as the write returns. A record is also closed at its size or count
+//! limit. Two optional brakes: `linger` (hold a record that long after its
+//! first position, for larger records at a cost in latency; off by default)
+//! and per-shard pacing within the Kinesis shard limits (a hot shard is
+//! slowed before the stream throttles it).
+//!
+//! Each batcher's actor runs on the actor threads: it flushes an idle
+//! shard, takes the writer's "done" signal, runs the linger and pacing
+//! timers, and ends a retired shard. Compression and the hand-over to a
+//! writer happen there, never on an HTTP worker: flushing inline on the
+//! workers saved no more CPU and lengthened the latency tail at half the
+//! maximum load (docs/performance.md, stop 27).
 //!
 //! Every record is addressed with the shard's starting hash key as explicit
 //! hash key, so it lands on the shard that owns all of its couriers.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use actix_rt::ArbiterHandle;
 use bytes::Bytes;
 use courier_model::avro::RecordEncoder;
 use courier_stream::OutRecord;
+use parking_lot::Mutex;
 
 use super::WriterSlot;
 use super::ack::Ack;
@@ -45,24 +58,9 @@ pub struct Append {
     pub deadline: Instant,
 }
 
-impl Message for Append {
-    type Result = ();
-}
-
-/// Flush now and from now on flush every append at once (shutdown).
-pub struct FlushNow;
-
-impl Message for FlushNow {
-    type Result = ();
-}
-
-/// The shard closed (resharding): flush, flush every later append at once,
-/// and stop after a while.
-pub struct Retire;
-
-impl Message for Retire {
-    type Result = ();
-}
+/// How long a retired batcher (its shard closed by a reshard) keeps taking
+/// appends from requests that routed with the old shard map.
+const RETIRED_FOR: Duration = Duration::from_secs(60);
 
 /// Record limits and timing.
 #[derive(Debug, Clone)]
@@ -79,6 +77,14 @@ pub struct BatchLimits {
     /// Per-shard rate the batcher keeps its flushes within (Kinesis shard
     /// limits); `None`: no pacing (the local stream).
     pub pacing: Option<ShardRate>,
+}
+
+impl BatchLimits {
+    /// Capacity of a record's datum buffer: its size limit, at most 1 MiB
+    /// (a buffer grows past it only for a record that large).
+    fn buffer_bytes(&self) -> usize {
+        self.max_bytes.min(1 << 20)
+    }
 }
 
 /// A shard's write rate limits.
@@ -176,7 +182,101 @@ struct Piece<'a> {
     deadline: Instant,
 }
 
-/// A batcher actor for one shard.
+/// A closed record, not compressed yet.
+struct Sealed {
+    datums: Vec<u8>,
+    count: usize,
+    first_key: String,
+    acks: Vec<Ack>,
+    permits: Vec<Permit>,
+    deadline: Instant,
+}
+
+/// What a batcher holds, behind its lock.
+struct State {
+    /// The open record's datums.
+    buf: Vec<u8>,
+    count: usize,
+    first_key: Option<String>,
+    acks: Vec<Ack>,
+    permits: Vec<Permit>,
+    deadline: Option<Instant>,
+    /// When the open record got its first position.
+    opened: Option<Instant>,
+    /// A cleared buffer for the next open record.
+    spare: Option<Vec<u8>>,
+    /// Closed records waiting for the shard's write in flight.
+    ready: VecDeque<Sealed>,
+    /// The shard's one flush is taken: a record is being compressed, waits
+    /// for pacing, or is with a writer.
+    busy: bool,
+    /// A compressed record held back by pacing.
+    paced: Option<WriteRecord>,
+    /// Flush every append at once (shutdown, retired shard).
+    immediate: bool,
+    /// The actor stopped: nothing can flush any more.
+    closed: bool,
+    /// A linger timer will pump.
+    linger_armed: bool,
+    /// A flush message is on its way to the actor.
+    flush_asked: bool,
+    pacer: Option<Pacer>,
+}
+
+impl State {
+    /// Closes the open record (it is compressed when it is flushed).
+    fn seal(&mut self, limits: &BatchLimits) {
+        if self.count == 0 {
+            return;
+        }
+        let next = self
+            .spare
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(limits.buffer_bytes()));
+        self.ready.push_back(Sealed {
+            datums: std::mem::replace(&mut self.buf, next),
+            count: self.count,
+            first_key: self.first_key.take().unwrap_or_default(),
+            acks: std::mem::take(&mut self.acks),
+            permits: std::mem::take(&mut self.permits),
+            deadline: self.deadline.take().unwrap_or_else(Instant::now),
+        });
+        self.count = 0;
+        self.opened = None;
+    }
+
+    fn push_piece(&mut self, piece: Piece<'_>, limits: &BatchLimits) {
+        let Piece {
+            datums,
+            count,
+            first_key,
+            ack,
+            permit,
+            deadline,
+        } = piece;
+        if self.count > 0
+            && (self.buf.len() + datums.len() > limits.max_bytes
+                || self.count + count > limits.max_positions)
+        {
+            self.seal(limits);
+        }
+        if self.count == 0 {
+            self.opened = Some(Instant::now());
+            self.first_key = Some(first_key.to_owned());
+        }
+        self.buf.extend_from_slice(datums);
+        self.count += count;
+        self.acks.push(ack);
+        self.permits.push(permit);
+        self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
+        if self.buf.len() >= limits.max_bytes || self.count >= limits.max_positions {
+            self.seal(limits);
+        }
+    }
+}
+
+/// The batcher of one shard, shared by the HTTP workers (which append) and
+/// its actor (which flushes).
 ///
 /// Group commit: at most one flush of the shard is in flight. While it is,
 /// appends accumulate; when it returns ([`WriteDone`]) what accumulated goes
@@ -188,200 +288,65 @@ pub struct Batcher {
     hash_key: u128,
     shard_id: Arc<str>,
     writer: WriterSlot,
-    encoder: RecordEncoder,
     limits: BatchLimits,
-    immediate: bool,
-    buf: Vec<u8>,
-    count: usize,
-    first_key: Option<String>,
-    acks: Vec<Ack>,
-    permits: Vec<Permit>,
-    deadline: Option<Instant>,
-    /// When the open record got its first position.
-    opened: Option<Instant>,
-    /// Sealed records waiting for the in-flight write (or for pacing).
-    ready: VecDeque<WriteRecord>,
-    /// Records handed to the writer and not yet done.
-    inflight: usize,
-    /// A pacing timer will pump.
-    pacing_armed: bool,
-    /// A linger timer will pump.
-    linger_armed: bool,
-    pacer: Option<Pacer>,
     metrics: Metrics,
+    state: Mutex<State>,
+    /// Used only by whoever holds the shard's flush (`State::busy`).
+    encoder: Mutex<RecordEncoder>,
+    actor: OnceLock<Addr<BatcherActor>>,
 }
 
 impl Batcher {
-    /// A batcher writing records for the shard `shard_id` starting at
-    /// `hash_key`, through the writer in `writer`.
-    pub fn new(
+    /// Starts the batcher of the shard `shard_id` starting at `hash_key`,
+    /// writing through the writer in `writer`; its actor runs on `arbiter`.
+    pub fn start(
+        arbiter: &ArbiterHandle,
         hash_key: u128,
         shard_id: Arc<str>,
         writer: WriterSlot,
         encoder: RecordEncoder,
         limits: BatchLimits,
         metrics: Metrics,
-    ) -> Self {
-        Self {
-            hash_key,
-            shard_id,
-            writer,
-            encoder,
-            buf: Vec::with_capacity(limits.max_bytes.min(1 << 20)),
-            pacer: limits.pacing.map(|rate| Pacer::new(rate, Instant::now())),
-            limits,
-            immediate: false,
+    ) -> Arc<Self> {
+        let state = State {
+            buf: Vec::with_capacity(limits.buffer_bytes()),
             count: 0,
             first_key: None,
             acks: Vec::new(),
             permits: Vec::new(),
             deadline: None,
             opened: None,
+            spare: None,
             ready: VecDeque::new(),
-            inflight: 0,
-            pacing_armed: false,
+            busy: false,
+            paced: None,
+            immediate: false,
+            closed: false,
             linger_armed: false,
+            flush_asked: false,
+            pacer: limits.pacing.map(|rate| Pacer::new(rate, Instant::now())),
+        };
+        let batcher = Arc::new(Self {
+            hash_key,
+            shard_id,
+            writer,
+            limits,
             metrics,
-        }
-    }
-
-    /// Closes the open record: compresses it and queues it for the writer.
-    fn seal(&mut self) {
-        if self.count == 0 {
-            return;
-        }
-        let data = self.encoder.encode(&self.buf, self.count);
-        self.metrics.records_built.inc();
-        self.metrics
-            .records_routed
-            .with_label_values(&[&*self.shard_id])
-            .inc();
-        self.metrics.record_positions.observe(self.count as f64);
-        self.metrics.record_bytes.observe(data.len() as f64);
-        self.ready.push_back(WriteRecord {
-            record: OutRecord {
-                partition_key: self.first_key.take().unwrap_or_default(),
-                explicit_hash_key: Some(self.hash_key),
-                data: Bytes::from(data),
-            },
-            positions: self.count,
-            acks: std::mem::take(&mut self.acks),
-            permits: std::mem::take(&mut self.permits),
-            deadline: self.deadline.take().unwrap_or_else(Instant::now),
-            shard_id: Some(Arc::clone(&self.shard_id)),
-            done: None,
+            state: Mutex::new(state),
+            encoder: Mutex::new(encoder),
+            actor: OnceLock::new(),
         });
-        self.buf.clear();
-        self.count = 0;
-        self.opened = None;
+        let shared = Arc::clone(&batcher);
+        let addr = BatcherActor::start_in_arbiter(arbiter, |_| BatcherActor { batcher: shared });
+        let _ = batcher.actor.set(addr);
+        batcher
     }
 
-    /// Sends what is ready when no write of this shard is in flight, unless
-    /// the linger or the shard's pacing says to wait (then a timer pumps).
-    fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.inflight > 0 || self.pacing_armed {
-            return;
-        }
-        let now = Instant::now();
-        if let Some(opened) = self.opened
-            && self.ready.is_empty()
-            && !self.immediate
-            && !self.limits.linger.is_zero()
-            && now < opened + self.limits.linger
-        {
-            if !self.linger_armed {
-                self.linger_armed = true;
-                ctx.run_later(opened + self.limits.linger - now, |act, ctx| {
-                    act.linger_armed = false;
-                    act.pump(ctx);
-                });
-            }
-            return;
-        }
-        self.seal();
-        // One record per flush: a retried record is never overtaken by a
-        // later one of its shard (a partial failure cannot reorder a
-        // courier's positions); what waits behind it goes in the next flush.
-        let Some(len) = self.ready.front().map(|w| w.record.billed_len()) else {
-            return;
-        };
-        if let Some(pacer) = self.pacer.as_mut() {
-            let wait = pacer.wait(len, now);
-            if !wait.is_zero() {
-                self.metrics.pacing_delay.observe(wait.as_secs_f64());
-                self.pace(wait, ctx);
-                return;
-            }
-            pacer.take(len);
-        }
-        let Some(mut write) = self.ready.pop_front() else {
-            return;
-        };
-        write.done = Some(DoneSignal::new(ctx.address().recipient()));
-        self.inflight = 1;
-        self.metrics.batcher_inflight_records.inc();
-        // A stopped writer drops the record and with it the acks: the
-        // requests then answer 503, never 202. The slot holds the writer
-        // started last (a dead one is replaced by the watchdog).
-        self.writer.load().do_send(write);
-    }
-
-    fn pace(&mut self, after: Duration, ctx: &mut Context<Self>) {
-        self.pacing_armed = true;
-        ctx.run_later(after, |act, ctx| {
-            act.pacing_armed = false;
-            act.pump(ctx);
-        });
-    }
-
-    fn push_piece(&mut self, piece: Piece<'_>) {
-        let Piece {
-            datums,
-            count,
-            first_key,
-            ack,
-            permit,
-            deadline,
-        } = piece;
-        if self.count > 0
-            && (self.buf.len() + datums.len() > self.limits.max_bytes
-                || self.count + count > self.limits.max_positions)
-        {
-            self.seal();
-        }
-        if self.count == 0 {
-            self.opened = Some(Instant::now());
-            self.first_key = Some(first_key.to_owned());
-        }
-        self.buf.extend_from_slice(datums);
-        self.count += count;
-        self.acks.push(ack);
-        self.permits.push(permit);
-        self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
-        if self.buf.len() >= self.limits.max_bytes || self.count >= self.limits.max_positions {
-            self.seal();
-        }
-    }
-}
-
-impl Actor for Batcher {
-    type Context = Context<Self>;
-}
-
-impl Handler<WriteDone> for Batcher {
-    type Result = ();
-
-    fn handle(&mut self, _: WriteDone, ctx: &mut Self::Context) {
-        self.inflight = self.inflight.saturating_sub(1);
-        self.metrics.batcher_inflight_records.dec();
-        self.pump(ctx);
-    }
-}
-
-impl Handler<Append> for Batcher {
-    type Result = ();
-
-    fn handle(&mut self, msg: Append, ctx: &mut Self::Context) {
+    /// Takes one request's positions for this shard. The request's `ack`
+    /// completes when the record holding them is written; if this batcher
+    /// has stopped (a retired shard's), the positions are dropped with
+    /// their acknowledgement, and the request answers `503`.
+    pub fn append(&self, msg: Append) {
         let Append {
             datums,
             ends,
@@ -390,6 +355,10 @@ impl Handler<Append> for Batcher {
             mut permit,
             deadline,
         } = msg;
+        let mut state = self.state.lock();
+        if state.closed {
+            return;
+        }
         if datums.len() <= self.limits.max_bytes && ends.len() <= self.limits.max_positions {
             let piece = Piece {
                 datums: &datums,
@@ -399,8 +368,8 @@ impl Handler<Append> for Batcher {
                 permit,
                 deadline,
             };
-            self.push_piece(piece);
-            self.pump(ctx);
+            state.push_piece(piece, &self.limits);
+            self.ask_flush(state);
             return;
         }
         // Larger than one record: split at datum boundaries. Each extra piece
@@ -435,33 +404,266 @@ impl Handler<Append> for Batcher {
                     permit: part,
                     deadline,
                 };
-                self.push_piece(piece);
+                state.push_piece(piece, &self.limits);
                 start = i + 1;
                 piece_start = end;
             }
         }
-        self.pump(ctx);
+        self.ask_flush(state);
+    }
+
+    /// Asks the actor to flush when the shard is idle. Under load the shard
+    /// is busy and the returning write flushes; an open record that lingers
+    /// waits for its timer: no message then.
+    fn ask_flush(&self, mut state: parking_lot::MutexGuard<'_, State>) {
+        if state.busy || state.flush_asked || (state.linger_armed && state.ready.is_empty()) {
+            return;
+        }
+        state.flush_asked = true;
+        drop(state);
+        if let Some(actor) = self.actor.get() {
+            actor.do_send(Flush);
+        }
+    }
+
+    /// Flushes now and every later append at once (shutdown has begun).
+    pub fn flush_now(&self) {
+        let mut state = self.state.lock();
+        state.immediate = true;
+        // The linger timer may be armed: flush without waiting for it.
+        state.linger_armed = false;
+        self.ask_flush(state);
+    }
+
+    /// The shard closed (resharding): flushes now and every later append at
+    /// once, and stops after [`RETIRED_FOR`].
+    pub fn retire(&self) {
+        self.flush_now();
+        if let Some(actor) = self.actor.get() {
+            actor.do_send(Retire);
+        }
+    }
+
+    /// Sends the next record when the shard's flush is free, unless the
+    /// linger says to wait (then a timer pumps). The lock is never held
+    /// while compressing or while handing a record over (a record dropped on
+    /// a stopped writer signals this batcher's actor, never this lock).
+    fn pump(&self) {
+        let sealed = {
+            let mut state = self.state.lock();
+            if state.busy || state.closed {
+                return;
+            }
+            if state.ready.is_empty() {
+                let Some(opened) = state.opened else { return };
+                let now = Instant::now();
+                if !state.immediate
+                    && !self.limits.linger.is_zero()
+                    && now < opened + self.limits.linger
+                {
+                    if !state.linger_armed {
+                        state.linger_armed = true;
+                        drop(state);
+                        self.pump_after(opened + self.limits.linger - now);
+                    }
+                    return;
+                }
+                state.seal(&self.limits);
+            }
+            // One record per flush: a retried record is never overtaken by a
+            // later one of its shard (a partial failure cannot reorder a
+            // courier's positions); what waits behind it goes in the next
+            // flush.
+            let Some(sealed) = state.ready.pop_front() else {
+                return;
+            };
+            state.busy = true;
+            sealed
+        };
+        let write = self.compress(sealed);
+        self.dispatch(write);
+    }
+
+    /// Builds the stream record of `sealed`.
+    fn compress(&self, sealed: Sealed) -> WriteRecord {
+        let Sealed {
+            mut datums,
+            count,
+            first_key,
+            acks,
+            permits,
+            deadline,
+        } = sealed;
+        let data = self.encoder.lock().encode(&datums, count);
+        self.metrics.records_built.inc();
+        self.metrics
+            .records_routed
+            .with_label_values(&[&*self.shard_id])
+            .inc();
+        self.metrics.record_positions.observe(count as f64);
+        self.metrics.record_bytes.observe(data.len() as f64);
+        datums.clear();
+        {
+            let mut state = self.state.lock();
+            if state.spare.is_none() {
+                state.spare = Some(datums);
+            }
+        }
+        WriteRecord {
+            record: OutRecord {
+                partition_key: first_key,
+                explicit_hash_key: Some(self.hash_key),
+                data: Bytes::from(data),
+            },
+            positions: count,
+            acks,
+            permits,
+            deadline,
+            shard_id: Some(Arc::clone(&self.shard_id)),
+            done: None,
+        }
+    }
+
+    /// Hands the record holding the shard's flush to the writer, or holds it
+    /// back while the shard's pacing says to wait.
+    fn dispatch(&self, mut write: WriteRecord) {
+        let len = write.record.billed_len();
+        {
+            let mut state = self.state.lock();
+            if let Some(pacer) = state.pacer.as_mut() {
+                let wait = pacer.wait(len, Instant::now());
+                if !wait.is_zero() {
+                    self.metrics.pacing_delay.observe(wait.as_secs_f64());
+                    state.paced = Some(write);
+                    drop(state);
+                    self.pump_after(wait);
+                    return;
+                }
+                pacer.take(len);
+            }
+        }
+        let Some(actor) = self.actor.get() else {
+            // Not reachable: the actor is set before the batcher is shared.
+            return;
+        };
+        write.done = Some(DoneSignal::new(actor.clone().recipient()));
+        self.metrics.batcher_inflight_records.inc();
+        // A stopped writer drops the record and with it the acks: the
+        // requests then answer 503, never 202. The slot holds the writer
+        // started last (a dead one is replaced by the watchdog).
+        self.writer.load().do_send(write);
+    }
+
+    /// Asks the actor to wake this batcher after `delay` (linger, pacing).
+    fn pump_after(&self, delay: Duration) {
+        if let Some(actor) = self.actor.get() {
+            actor.do_send(PumpAfter(delay));
+        }
+    }
+
+    /// A linger or pacing timer fired.
+    fn on_timer(&self) {
+        let paced = {
+            let mut state = self.state.lock();
+            state.linger_armed = false;
+            state.paced.take()
+        };
+        match paced {
+            Some(write) => self.dispatch(write),
+            None => self.pump(),
+        }
+    }
+
+    /// The shard's write returned: the next flush may go.
+    fn on_done(&self) {
+        self.state.lock().busy = false;
+        self.metrics.batcher_inflight_records.dec();
+        self.pump();
+    }
+
+    /// The actor stopped: what is still held can never be flushed. Dropping
+    /// it fails its requests (`503`).
+    fn close(&self) {
+        let held = {
+            let mut state = self.state.lock();
+            state.closed = true;
+            (
+                std::mem::take(&mut state.acks),
+                std::mem::take(&mut state.permits),
+                std::mem::take(&mut state.ready),
+                state.paced.take(),
+            )
+        };
+        drop(held);
     }
 }
 
-impl Handler<FlushNow> for Batcher {
+/// Wake the batcher after a while.
+struct PumpAfter(Duration);
+
+impl Message for PumpAfter {
+    type Result = ();
+}
+
+/// Flush what the idle shard holds.
+struct Flush;
+
+impl Message for Flush {
+    type Result = ();
+}
+
+impl Handler<Flush> for BatcherActor {
     type Result = ();
 
-    fn handle(&mut self, _: FlushNow, ctx: &mut Self::Context) {
-        self.immediate = true;
-        self.pump(ctx);
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) {
+        self.batcher.state.lock().flush_asked = false;
+        self.batcher.pump();
     }
 }
 
-impl Handler<Retire> for Batcher {
+/// Stop after [`RETIRED_FOR`].
+struct Retire;
+
+impl Message for Retire {
+    type Result = ();
+}
+
+/// The actor of one batcher (its mailbox and timers).
+struct BatcherActor {
+    batcher: Arc<Batcher>,
+}
+
+impl Actor for BatcherActor {
+    type Context = Context<Self>;
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.batcher.close();
+    }
+}
+
+impl Handler<WriteDone> for BatcherActor {
+    type Result = ();
+
+    fn handle(&mut self, _: WriteDone, _: &mut Self::Context) {
+        self.batcher.on_done();
+    }
+}
+
+impl Handler<PumpAfter> for BatcherActor {
+    type Result = ();
+
+    fn handle(&mut self, PumpAfter(delay): PumpAfter, ctx: &mut Self::Context) {
+        ctx.run_later(delay, |act, _| act.batcher.on_timer());
+    }
+}
+
+impl Handler<Retire> for BatcherActor {
     type Result = ();
 
     fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
-        self.immediate = true;
-        self.pump(ctx);
         // Requests that routed with the old shard map may still arrive for a
         // short while; after that nothing addresses this batcher.
-        ctx.run_later(Duration::from_secs(60), |_, ctx| ctx.stop());
+        ctx.run_later(RETIRED_FOR, |_, ctx| ctx.stop());
     }
 }
 

@@ -1,13 +1,14 @@
-//! The write pipeline: HTTP workers → batcher actors (one per open shard) →
+//! The write pipeline: HTTP workers → batchers (one per open shard) →
 //! writer actors (own the sink) → the stream; and the latest-position
 //! tracker actors.
 //!
 //! ```text
 //! HTTP workers (every core): parse, validate, Avro-encode, route by MD5(courier_id)
-//!      │ Append (bytes of one request for one shard, Ack, Permit)
+//!      │ append (bytes of one request for one shard, Ack, Permit), under the shard's lock
 //!      ▼
-//! Batcher per shard (arbiter threads): concatenate; group commit (one flush
-//!      │ of the shard in flight; what accumulates meanwhile goes next), Kinesis pacing
+//! Batcher per shard (its actor on the arbiter threads flushes): concatenate;
+//!      │ group commit (one flush of the shard in flight; what accumulates
+//!      │ meanwhile goes next), Kinesis pacing
 //!      │ WriteRecord (one Avro container file, explicit hash key of the shard)
 //!      ▼
 //! Writer × N (supervised): PutRecords ≤ 500 records / 5 MiB, retry failed entries
@@ -35,7 +36,7 @@ use courier_stream::{ShardMap, StreamError, StreamSink, partition_hash};
 use tokio::sync::Notify;
 
 use self::ack::{Ack, WriteError};
-use self::batcher::{Append, BatchLimits, Batcher, FlushNow, Retire};
+use self::batcher::{Append, BatchLimits, Batcher};
 use self::budget::Budget;
 use self::tracker::{Latest, Observe, Tracker};
 use self::writer::{RetryPolicy, SinkHealth, Writer};
@@ -140,7 +141,7 @@ impl WriterFactory {
 /// The shard map and the batcher of each shard.
 pub struct RoutingTable {
     map: ShardMap,
-    batchers: Vec<Addr<Batcher>>,
+    batchers: Vec<Arc<Batcher>>,
 }
 
 /// The running pipeline.
@@ -311,13 +312,16 @@ impl Pipeline {
         if current.as_ref().is_some_and(|t| t.map == map) {
             return probe;
         }
-        let mut existing: HashMap<(String, u128), Addr<Batcher>> = HashMap::new();
+        let mut existing: HashMap<(String, u128), Arc<Batcher>> = HashMap::new();
         if let Some(table) = &current {
             for (shard, batcher) in table.map.shards().iter().zip(&table.batchers) {
-                existing.insert((shard.shard_id.clone(), shard.start_hash), batcher.clone());
+                existing.insert(
+                    (shard.shard_id.clone(), shard.start_hash),
+                    Arc::clone(batcher),
+                );
             }
         }
-        let batchers: Vec<Addr<Batcher>> = map
+        let batchers: Vec<Arc<Batcher>> = map
             .shards()
             .iter()
             .enumerate()
@@ -325,15 +329,15 @@ impl Pipeline {
                 existing
                     .remove(&(shard.shard_id.clone(), shard.start_hash))
                     .unwrap_or_else(|| {
-                        let batcher = Batcher::new(
+                        Batcher::start(
+                            &self.arbiter(),
                             shard.start_hash,
                             Arc::from(shard.shard_id.as_str()),
                             Arc::clone(&self.writers[i % self.writers.len()]),
                             RecordEncoder::new(self.options.codec),
                             self.options.limits.clone(),
                             self.metrics.clone(),
-                        );
-                        Batcher::start_in_arbiter(&self.arbiter(), |_| batcher)
+                        )
                     })
             })
             .collect();
@@ -346,7 +350,7 @@ impl Pipeline {
         self.table
             .store(Some(Arc::new(RoutingTable { map, batchers })));
         for retired in existing.into_values() {
-            retired.do_send(Retire);
+            retired.retire();
         }
         probe
     }
@@ -431,7 +435,7 @@ impl Pipeline {
         for (shard, group) in groups.into_iter().enumerate() {
             let Some(group) = group else { continue };
             let part = permit.split(group.ends.len(), group.datums.len());
-            table.batchers[shard].do_send(Append {
+            table.batchers[shard].append(Append {
                 datums: group.datums,
                 ends: group.ends,
                 first_key: group.first_key,
@@ -523,7 +527,7 @@ impl Pipeline {
     pub fn flush_all(&self) {
         if let Some(table) = self.table.load_full() {
             for b in &table.batchers {
-                b.do_send(FlushNow);
+                b.flush_now();
             }
         }
     }
@@ -1059,6 +1063,149 @@ mod tests {
             let expected: Vec<f64> = (0..60).map(f64::from).collect();
             assert_eq!(lats, &expected, "courier {courier} in submission order");
         }
+        pipeline.stop();
+    }
+
+    /// The HTTP workers append to a shard's batcher themselves, from every
+    /// core: appends from several threads at once, racing each other and
+    /// the flushes, lose nothing, duplicate nothing, and keep each courier's
+    /// positions in the order its requests were submitted.
+    #[actix_rt::test]
+    async fn appends_from_several_threads_at_once_lose_nothing_and_keep_each_couriers_order() {
+        const THREADS: usize = 4;
+        // Latitudes 0..STEPS, each a valid latitude.
+        const STEPS: usize = 90;
+        let dir = tempfile::tempdir().expect("tmp");
+        let local = LocalStream::open(
+            dir.path(),
+            "s",
+            LocalOptions {
+                shards: 2,
+                ..LocalOptions::default()
+            },
+        )
+        .expect("open");
+        let mut options = small_options(16);
+        options.writers = 2;
+        options.writer_concurrency = 2;
+        options.max_inflight_positions = 100_000;
+        options.max_inflight_bytes = 64 << 20;
+        let pipeline = Pipeline::start(Arc::new(local), options, Metrics::new());
+        pipeline.refresh(true).await.expect("local stream");
+
+        let couriers = |t: usize| [0, 1, 2].map(|k| format!("t{t}-c{k}"));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let p = Arc::clone(&pipeline);
+                std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_time()
+                        .build()
+                        .expect("runtime");
+                    // Every request of the thread is submitted (appended)
+                    // in order when first polled, then all are awaited
+                    // together: up to the whole thread's load in flight.
+                    // Every third request carries all three couriers.
+                    let requests: Vec<Vec<Position>> = (0..STEPS)
+                        .flat_map(|step| {
+                            let lat = step as f64;
+                            let [a, b, c] = couriers(t);
+                            if step % 3 == 0 {
+                                vec![vec![
+                                    position_at(&a, lat),
+                                    position_at(&b, lat),
+                                    position_at(&c, lat),
+                                ]]
+                            } else {
+                                vec![
+                                    vec![position_at(&a, lat)],
+                                    vec![position_at(&b, lat)],
+                                    vec![position_at(&c, lat)],
+                                ]
+                            }
+                        })
+                        .collect();
+                    runtime.block_on(async {
+                        let writes = requests.iter().map(|r| p.write(r));
+                        futures::future::join_all(writes).await
+                    })
+                })
+            })
+            .collect();
+        for thread in threads {
+            for result in thread.join().expect("thread") {
+                result.expect("written");
+            }
+        }
+        let mut seen: HashMap<String, Vec<f64>> = HashMap::new();
+        for shard in stream_contents(dir.path()) {
+            for (courier, lat) in shard.into_iter().flatten() {
+                seen.entry(courier).or_default().push(lat);
+            }
+        }
+        let expected: Vec<f64> = (0..STEPS).map(|s| s as f64).collect();
+        assert_eq!(seen.len(), THREADS * 3);
+        for t in 0..THREADS {
+            for courier in couriers(t) {
+                assert_eq!(
+                    seen[&courier], expected,
+                    "courier {courier}: once each, in order"
+                );
+            }
+        }
+        pipeline.stop();
+    }
+
+    /// Pacing: a shard allowed one record a second sends its first record
+    /// at once and holds the next until the rate allows; what arrives in
+    /// the meantime joins the held flush's successor, nothing is lost, and
+    /// a courier's positions keep their order.
+    #[actix_rt::test]
+    async fn a_paced_shard_holds_its_next_record_until_its_rate_allows_and_loses_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let local = LocalStream::open(
+            dir.path(),
+            "s",
+            LocalOptions {
+                shards: 1,
+                ..LocalOptions::default()
+            },
+        )
+        .expect("open");
+        let metrics = Metrics::new();
+        let mut options = small_options(1000);
+        options.limits.pacing = Some(batcher::ShardRate {
+            bytes_per_sec: 1 << 30,
+            records_per_sec: 1,
+        });
+        let pipeline = Pipeline::start(Arc::new(local), options, metrics.clone());
+        pipeline.refresh(true).await.expect("local stream");
+
+        pipeline
+            .write(&[position_at("c", 0.0)])
+            .await
+            .expect("the first record goes at once");
+        assert_eq!(metrics.pacing_delay.get_sample_count(), 0);
+        let mut requests = Vec::new();
+        for i in 1..=4 {
+            let p = Arc::clone(&pipeline);
+            requests.push(actix_rt::spawn(async move {
+                p.write(&[position_at("c", f64::from(i))]).await
+            }));
+        }
+        for request in requests {
+            request.await.expect("join").expect("written once paced");
+        }
+        assert!(
+            metrics.pacing_delay.get_sample_count() >= 1,
+            "the second record waited for the shard's rate"
+        );
+        let lats: Vec<f64> = stream_contents(dir.path())[0]
+            .iter()
+            .flatten()
+            .map(|(_, lat)| *lat)
+            .collect();
+        assert_eq!(lats, vec![0.0, 1.0, 2.0, 3.0, 4.0]);
         pipeline.stop();
     }
 
