@@ -889,6 +889,18 @@ mod tests {
         }
     }
 
+    /// A local stream of `shards` shards named `s` in a new temporary
+    /// directory (kept alive by the returned guard).
+    fn local_stream(shards: usize) -> (tempfile::TempDir, LocalStream) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let options = LocalOptions {
+            shards,
+            ..LocalOptions::default()
+        };
+        let local = LocalStream::open(dir.path(), "s", options).expect("open");
+        (dir, local)
+    }
+
     /// Every position in the local stream, per shard in stream order, as
     /// (courier, lat), with the positions of each record.
     fn stream_contents(dir: &std::path::Path) -> Vec<Vec<Vec<(String, f64)>>> {
@@ -935,16 +947,7 @@ mod tests {
     /// one record in one put, as soon as the first write returns.
     #[actix_rt::test]
     async fn a_shard_write_in_flight_holds_the_next_batch_and_no_ack_comes_before_the_write() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let local = LocalStream::open(
-            dir.path(),
-            "s",
-            LocalOptions {
-                shards: 1,
-                ..LocalOptions::default()
-            },
-        )
-        .expect("open");
+        let (dir, local) = local_stream(1);
         let sink = GatedSink::new(local, false);
         let metrics = Metrics::new();
         let pipeline = Pipeline::start(sink.clone(), small_options(1000), metrics.clone());
@@ -1075,16 +1078,7 @@ mod tests {
         const THREADS: usize = 4;
         // Latitudes 0..STEPS, each a valid latitude.
         const STEPS: usize = 90;
-        let dir = tempfile::tempdir().expect("tmp");
-        let local = LocalStream::open(
-            dir.path(),
-            "s",
-            LocalOptions {
-                shards: 2,
-                ..LocalOptions::default()
-            },
-        )
-        .expect("open");
+        let (dir, local) = local_stream(2);
         let mut options = small_options(16);
         options.writers = 2;
         options.writer_concurrency = 2;
@@ -1162,16 +1156,7 @@ mod tests {
     /// a courier's positions keep their order.
     #[actix_rt::test]
     async fn a_paced_shard_holds_its_next_record_until_its_rate_allows_and_loses_nothing() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let local = LocalStream::open(
-            dir.path(),
-            "s",
-            LocalOptions {
-                shards: 1,
-                ..LocalOptions::default()
-            },
-        )
-        .expect("open");
+        let (dir, local) = local_stream(1);
         let metrics = Metrics::new();
         let mut options = small_options(1000);
         options.limits.pacing = Some(batcher::ShardRate {
