@@ -26,7 +26,7 @@
 //! hash key, so it lands on the shard that owns all of its couriers.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -210,8 +210,6 @@ struct State {
     /// The shard's one flush is taken: a record is being compressed, waits
     /// for pacing, or is with a writer.
     busy: bool,
-    /// A compressed record held back by pacing.
-    paced: Option<WriteRecord>,
     /// Flush every append at once (shutdown, retired shard).
     immediate: bool,
     /// The actor stopped: nothing can flush any more.
@@ -220,10 +218,28 @@ struct State {
     linger_armed: bool,
     /// A flush message is on its way to the actor.
     flush_asked: bool,
-    pacer: Option<Pacer>,
 }
 
 impl State {
+    fn new(limits: &BatchLimits) -> Self {
+        Self {
+            buf: Vec::with_capacity(limits.buffer_bytes()),
+            count: 0,
+            first_key: None,
+            acks: Vec::new(),
+            permits: Vec::new(),
+            deadline: None,
+            opened: None,
+            spare: None,
+            ready: VecDeque::new(),
+            busy: false,
+            immediate: false,
+            closed: false,
+            linger_armed: false,
+            flush_asked: false,
+        }
+    }
+
     /// Closes the open record (it is compressed when it is flushed).
     fn seal(&mut self, limits: &BatchLimits) {
         if self.count == 0 {
@@ -285,15 +301,9 @@ impl State {
 /// low load a position waits for one write, and records grow by themselves
 /// with load.
 pub struct Batcher {
-    hash_key: u128,
-    shard_id: Arc<str>,
-    writer: WriterSlot,
     limits: BatchLimits,
-    metrics: Metrics,
     state: Mutex<State>,
-    /// Used only by whoever holds the shard's flush (`State::busy`).
-    encoder: Mutex<RecordEncoder>,
-    actor: OnceLock<Addr<BatcherActor>>,
+    actor: Addr<BatcherActor>,
 }
 
 impl Batcher {
@@ -308,37 +318,30 @@ impl Batcher {
         limits: BatchLimits,
         metrics: Metrics,
     ) -> Arc<Self> {
-        let state = State {
-            buf: Vec::with_capacity(limits.buffer_bytes()),
-            count: 0,
-            first_key: None,
-            acks: Vec::new(),
-            permits: Vec::new(),
-            deadline: None,
-            opened: None,
-            spare: None,
-            ready: VecDeque::new(),
-            busy: false,
-            paced: None,
-            immediate: false,
-            closed: false,
-            linger_armed: false,
-            flush_asked: false,
-            pacer: limits.pacing.map(|rate| Pacer::new(rate, Instant::now())),
-        };
+        // The actor's mailbox exists before the batcher, so the batcher
+        // holds its address from the start (as `start_in_arbiter` does).
+        let (tx, rx) = actix::dev::channel::channel(16);
         let batcher = Arc::new(Self {
+            state: Mutex::new(State::new(&limits)),
+            limits,
+            actor: Addr::new(tx),
+        });
+        let actor = BatcherActor {
+            pacer: batcher
+                .limits
+                .pacing
+                .map(|rate| Pacer::new(rate, Instant::now())),
+            batcher: Arc::clone(&batcher),
             hash_key,
             shard_id,
             writer,
-            limits,
+            encoder,
             metrics,
-            state: Mutex::new(state),
-            encoder: Mutex::new(encoder),
-            actor: OnceLock::new(),
+            paced: None,
+        };
+        arbiter.spawn_fn(move || {
+            actix_rt::spawn(Context::with_receiver(rx).into_future(actor));
         });
-        let shared = Arc::clone(&batcher);
-        let addr = BatcherActor::start_in_arbiter(arbiter, |_| BatcherActor { batcher: shared });
-        let _ = batcher.actor.set(addr);
         batcher
     }
 
@@ -421,9 +424,7 @@ impl Batcher {
         }
         state.flush_asked = true;
         drop(state);
-        if let Some(actor) = self.actor.get() {
-            actor.do_send(Flush);
-        }
+        self.actor.do_send(Flush);
     }
 
     /// Flushes now and every later append at once (shutdown has begun).
@@ -439,36 +440,62 @@ impl Batcher {
     /// once, and stops after [`RETIRED_FOR`].
     pub fn retire(&self) {
         self.flush_now();
-        if let Some(actor) = self.actor.get() {
-            actor.do_send(Retire);
-        }
+        self.actor.do_send(Retire);
     }
+}
 
+/// Flush what the idle shard holds.
+struct Flush;
+
+impl Message for Flush {
+    type Result = ();
+}
+
+/// Stop after [`RETIRED_FOR`].
+struct Retire;
+
+impl Message for Retire {
+    type Result = ();
+}
+
+/// The actor of one batcher: it flushes. It alone compresses, paces and
+/// hands records to the writer, so what only that needs lives here, not
+/// behind the batcher's lock.
+struct BatcherActor {
+    batcher: Arc<Batcher>,
+    hash_key: u128,
+    shard_id: Arc<str>,
+    writer: WriterSlot,
+    encoder: RecordEncoder,
+    metrics: Metrics,
+    pacer: Option<Pacer>,
+    /// A compressed record held back by pacing.
+    paced: Option<WriteRecord>,
+}
+
+impl BatcherActor {
     /// Sends the next record when the shard's flush is free, unless the
     /// linger says to wait (then a timer pumps). The lock is never held
     /// while compressing or while handing a record over (a record dropped on
-    /// a stopped writer signals this batcher's actor, never this lock).
-    fn pump(&self) {
+    /// a stopped writer signals this actor, never the lock).
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        let limits = &self.batcher.limits;
         let sealed = {
-            let mut state = self.state.lock();
+            let mut state = self.batcher.state.lock();
             if state.busy || state.closed {
                 return;
             }
             if state.ready.is_empty() {
                 let Some(opened) = state.opened else { return };
                 let now = Instant::now();
-                if !state.immediate
-                    && !self.limits.linger.is_zero()
-                    && now < opened + self.limits.linger
-                {
+                if !state.immediate && !limits.linger.is_zero() && now < opened + limits.linger {
                     if !state.linger_armed {
                         state.linger_armed = true;
-                        drop(state);
-                        self.pump_after(opened + self.limits.linger - now);
+                        ctx.run_later(opened + limits.linger - now, |act, ctx| act.on_timer(ctx));
                     }
                     return;
                 }
-                state.seal(&self.limits);
+                state.seal(limits);
             }
             // One record per flush: a retried record is never overtaken by a
             // later one of its shard (a partial failure cannot reorder a
@@ -481,11 +508,11 @@ impl Batcher {
             sealed
         };
         let write = self.compress(sealed);
-        self.dispatch(write);
+        self.dispatch(write, ctx);
     }
 
     /// Builds the stream record of `sealed`.
-    fn compress(&self, sealed: Sealed) -> WriteRecord {
+    fn compress(&mut self, sealed: Sealed) -> WriteRecord {
         let Sealed {
             mut datums,
             count,
@@ -494,7 +521,7 @@ impl Batcher {
             permits,
             deadline,
         } = sealed;
-        let data = self.encoder.lock().encode(&datums, count);
+        let data = self.encoder.encode(&datums, count);
         self.metrics.records_built.inc();
         self.metrics
             .records_routed
@@ -503,12 +530,7 @@ impl Batcher {
         self.metrics.record_positions.observe(count as f64);
         self.metrics.record_bytes.observe(data.len() as f64);
         datums.clear();
-        {
-            let mut state = self.state.lock();
-            if state.spare.is_none() {
-                state.spare = Some(datums);
-            }
-        }
+        self.batcher.state.lock().spare.get_or_insert(datums);
         WriteRecord {
             record: OutRecord {
                 partition_key: first_key,
@@ -526,27 +548,19 @@ impl Batcher {
 
     /// Hands the record holding the shard's flush to the writer, or holds it
     /// back while the shard's pacing says to wait.
-    fn dispatch(&self, mut write: WriteRecord) {
-        let len = write.record.billed_len();
-        {
-            let mut state = self.state.lock();
-            if let Some(pacer) = state.pacer.as_mut() {
-                let wait = pacer.wait(len, Instant::now());
-                if !wait.is_zero() {
-                    self.metrics.pacing_delay.observe(wait.as_secs_f64());
-                    state.paced = Some(write);
-                    drop(state);
-                    self.pump_after(wait);
-                    return;
-                }
-                pacer.take(len);
+    fn dispatch(&mut self, mut write: WriteRecord, ctx: &mut Context<Self>) {
+        if let Some(pacer) = self.pacer.as_mut() {
+            let len = write.record.billed_len();
+            let wait = pacer.wait(len, Instant::now());
+            if !wait.is_zero() {
+                self.metrics.pacing_delay.observe(wait.as_secs_f64());
+                self.paced = Some(write);
+                ctx.run_later(wait, |act, ctx| act.on_timer(ctx));
+                return;
             }
+            pacer.take(len);
         }
-        let Some(actor) = self.actor.get() else {
-            // Not reachable: the actor is set before the batcher is shared.
-            return;
-        };
-        write.done = Some(DoneSignal::new(actor.clone().recipient()));
+        write.done = Some(DoneSignal::new(ctx.address().recipient()));
         self.metrics.batcher_inflight_records.inc();
         // A stopped writer drops the record and with it the acks: the
         // requests then answer 503, never 202. The slot holds the writer
@@ -554,106 +568,51 @@ impl Batcher {
         self.writer.load().do_send(write);
     }
 
-    /// Asks the actor to wake this batcher after `delay` (linger, pacing).
-    fn pump_after(&self, delay: Duration) {
-        if let Some(actor) = self.actor.get() {
-            actor.do_send(PumpAfter(delay));
-        }
-    }
-
     /// A linger or pacing timer fired.
-    fn on_timer(&self) {
-        let paced = {
-            let mut state = self.state.lock();
-            state.linger_armed = false;
-            state.paced.take()
-        };
-        match paced {
-            Some(write) => self.dispatch(write),
-            None => self.pump(),
+    fn on_timer(&mut self, ctx: &mut Context<Self>) {
+        self.batcher.state.lock().linger_armed = false;
+        match self.paced.take() {
+            Some(write) => self.dispatch(write, ctx),
+            None => self.pump(ctx),
         }
     }
+}
 
-    /// The shard's write returned: the next flush may go.
-    fn on_done(&self) {
-        self.state.lock().busy = false;
-        self.metrics.batcher_inflight_records.dec();
-        self.pump();
-    }
+impl Actor for BatcherActor {
+    type Context = Context<Self>;
 
-    /// The actor stopped: what is still held can never be flushed. Dropping
-    /// it fails its requests (`503`).
-    fn close(&self) {
+    /// Nothing can flush any more: what the batcher still holds is dropped,
+    /// which fails its requests (`503`); so are later appends.
+    fn stopped(&mut self, _: &mut Self::Context) {
         let held = {
-            let mut state = self.state.lock();
+            let mut state = self.batcher.state.lock();
             state.closed = true;
             (
                 std::mem::take(&mut state.acks),
                 std::mem::take(&mut state.permits),
                 std::mem::take(&mut state.ready),
-                state.paced.take(),
             )
         };
         drop(held);
     }
 }
 
-/// Wake the batcher after a while.
-struct PumpAfter(Duration);
-
-impl Message for PumpAfter {
-    type Result = ();
-}
-
-/// Flush what the idle shard holds.
-struct Flush;
-
-impl Message for Flush {
-    type Result = ();
-}
-
 impl Handler<Flush> for BatcherActor {
     type Result = ();
 
-    fn handle(&mut self, _: Flush, _: &mut Self::Context) {
+    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
         self.batcher.state.lock().flush_asked = false;
-        self.batcher.pump();
-    }
-}
-
-/// Stop after [`RETIRED_FOR`].
-struct Retire;
-
-impl Message for Retire {
-    type Result = ();
-}
-
-/// The actor of one batcher (its mailbox and timers).
-struct BatcherActor {
-    batcher: Arc<Batcher>,
-}
-
-impl Actor for BatcherActor {
-    type Context = Context<Self>;
-
-    fn stopped(&mut self, _: &mut Self::Context) {
-        self.batcher.close();
+        self.pump(ctx);
     }
 }
 
 impl Handler<WriteDone> for BatcherActor {
     type Result = ();
 
-    fn handle(&mut self, _: WriteDone, _: &mut Self::Context) {
-        self.batcher.on_done();
-    }
-}
-
-impl Handler<PumpAfter> for BatcherActor {
-    type Result = ();
-
-    fn handle(&mut self, PumpAfter(delay): PumpAfter, ctx: &mut Self::Context) {
-        ctx.run_later(delay, |act, _| act.batcher.on_timer());
+    fn handle(&mut self, _: WriteDone, ctx: &mut Self::Context) {
+        self.batcher.state.lock().busy = false;
+        self.metrics.batcher_inflight_records.dec();
+        self.pump(ctx);
     }
 }
 
